@@ -1,0 +1,45 @@
+# Set-up and the two everyday commands. `make demo` runs the main job offline; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SYNTHSCALE := $(VENV)/bin/synthscale
+
+.PHONY: setup system-deps docker demo test test-unit bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# the CPU build of torch first, so that nothing below pulls a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	# DeepSpeed's setup imports torch: build it against the torch above, not in an isolated env
+	$(PIP) install -q --no-build-isolation deepspeed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# bubblewrap for the local sandbox; docker.io and debootstrap for the Docker sandbox (Debian, as root)
+system-deps:
+	@command -v bwrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; }
+
+# starts dockerd if needed and builds the task image offline (cached once built)
+docker: system-deps
+	bash .ci/setup-docker.sh
+
+demo: setup system-deps
+	$(SYNTHSCALE) episode --task examples/tasks -n 2 --out runs/demo
+	$(SYNTHSCALE) traj show runs/demo
+
+test-unit: setup
+	$(PY) -m pytest tests/unit -q
+
+# pytest's exit 5 (no tests collected) is a failure, said out loud
+test: setup docker
+	@$(PY) -m pytest tests -q -ra; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; exit $$rc
+
+bench: setup docker
+	$(PY) benchmarks/agent_step.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,171 @@
+"""The run configuration: pydantic models composed into one `RunConfig`, loaded from and dumped to YAML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.errors import ConfigError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Price(_Config):
+    """USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-5": Price(input_per_mtok=1.25, output_per_mtok=10.0, cached_input_per_mtok=0.125),
+    "gpt-5-mini": Price(input_per_mtok=0.25, output_per_mtok=2.0, cached_input_per_mtok=0.025),
+    "gpt-5-nano": Price(input_per_mtok=0.05, output_per_mtok=0.4, cached_input_per_mtok=0.005),
+    "gpt-4o": Price(input_per_mtok=2.5, output_per_mtok=10.0, cached_input_per_mtok=1.25),
+    "gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.6, cached_input_per_mtok=0.075),
+    # the offline policy, served over a loopback endpoint: an explicit zero, not an unknown price
+    "synthscale-heuristic": Price(input_per_mtok=0.0, output_per_mtok=0.0),
+}
+
+
+class SamplingConfig(_Config):
+    """Sampling settings sent with every call; None leaves the server's default (reasoning models need that)."""
+
+    temperature: float | None = Field(1.0, ge=0, description="1.0 so that episodes of one task differ.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(4096, gt=0, description="Completion budget per call (max_completion_tokens).")
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
+
+
+class ModelConfig(_Config):
+    """Which model answers and how the client talks to it."""
+
+    provider: Literal["openai", "heuristic"] = Field(
+        "heuristic", description="openai: any OpenAI-compatible endpoint; heuristic: the offline scripted policy."
+    )
+    name: str = Field("heuristic", description="Model name sent to the endpoint, and its price-table key.")
+    base_url: str | None = Field(None, description="Endpoint root, e.g. http://vllm:8000/v1; None is OpenAI's.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable that holds the key (never the key).")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+    max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts and connection errors.")
+    backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles each retry, with full jitter.")
+    backoff_max_s: float = Field(60.0, gt=0)
+    max_concurrency: int = Field(16, gt=0, description="Calls in flight at once from one client.")
+    reasoning_model: bool | None = Field(
+        None, description="Drop temperature/top_p (reasoning models reject them); None guesses from the name."
+    )
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    prices: dict[str, Price] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    unknown_price: Literal["error", "zero"] = Field(
+        "error", description="A model missing from `prices`: fail, or account it at an explicit zero."
+    )
+    cache_dir: Path | None = Field(None, description="Content-addressed response cache; None disables it.")
+    replay_only: bool = Field(False, description="Serve only from the cache; a miss is an error (offline replay).")
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> ModelConfig:
+        if self.provider == "heuristic" and self.base_url is not None:
+            raise ConfigError("model.base_url is set but model.provider is 'heuristic'; set provider: openai or drop base_url")
+        if self.replay_only and self.cache_dir is None:
+            raise ConfigError("model.replay_only needs model.cache_dir: set the cache folder to replay from")
+        return self
+
+
+class SandboxConfig(_Config):
+    """Where agent commands run and under which limits."""
+
+    runtime: Literal["local", "docker"] = "local"
+    image: str = Field("synthscale-task:latest", description="Task image (docker runtime only).")
+    memory_mb: int = Field(4096, gt=0, description="Memory limit of the sandbox's processes.")
+    cpus: float = Field(1.0, gt=0, description="CPU quota (docker) / not enforced by bwrap.")
+    pids_limit: int = Field(256, gt=0, description="Processes the sandbox user may have at once.")
+    workspace_mb: int = Field(512, gt=0, description="Size of the workspace tmpfs.")
+    network: bool = Field(False, description="Allow network from inside the sandbox.")
+    max_output_bytes: int = Field(1_000_000, gt=0, description="Bytes of command output read before cutting off.")
+    allow_unsandboxed: bool = Field(
+        False, description="local runtime without bubblewrap: run commands unisolated (never on shared machines)."
+    )
+    uid: int = Field(1000, ge=1, description="Unprivileged user the sandboxed processes run as.")
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> SandboxConfig:
+        if self.runtime == "docker" and self.allow_unsandboxed:
+            raise ConfigError("sandbox.allow_unsandboxed applies to the local runtime only; drop it for docker")
+        return self
+
+
+class AgentConfig(_Config):
+    """The research environment the agent acts in (MLGym's defaults)."""
+
+    max_steps: int = Field(50, gt=0)
+    keep_last_observations: int = Field(5, ge=1, description="Observations kept verbatim in the prompt.")
+    command_timeout_s: float = Field(25.0, gt=0, description="Ordinary commands.")
+    training_timeout_s: float | None = Field(None, gt=0, description="Overrides the task's training_timeout.")
+    max_observation_chars: int = Field(20_000, gt=200, description="Longer observations keep head and tail.")
+    window_lines: int = Field(100, gt=0, description="Lines shown by open/goto/scroll.")
+    max_format_errors: int = Field(3, gt=0, description="Consecutive bad responses that end the episode.")
+    max_context_tokens: int = Field(120_000, gt=0, description="Prompt size (≈chars/4) that auto-submits.")
+    cost_limit_usd: float = Field(4.0, gt=0, description="Per-episode model cost that auto-submits.")
+
+
+class EpisodeConfig(_Config):
+    """A batch of episodes (the main job until the rollout stage lands)."""
+
+    tasks: list[Path] = Field(default_factory=lambda: [Path("examples/tasks")], description="Task folders, or folders of them.")
+    episodes_per_task: int = Field(2, gt=0)
+    seed: int = 0
+
+
+class RunConfig(_Config):
+    """Everything one run needs; every command reads it."""
+
+    run_id: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_dir: str = Field("runs/run", description="Local path or pyarrow.fs URI (s3://…).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
+
+    def config_hash(self) -> str:
+        """Stable hash of the settings that determine results (paths and ids excluded)."""
+        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return load_config(Path(path), cls)
+
+
+def load_config(path: Path, model: type[BaseModel] = RunConfig):
+    """Load a YAML config; errors name the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file; pass --config with an existing YAML file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax") from None
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_describe(e)}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _describe(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"field '{loc}': {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)

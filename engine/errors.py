@@ -1,0 +1,43 @@
+"""The engine's typed errors: each says what failed, the bad value, and what to do next."""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base of every error synthscale raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """A configuration value is missing, malformed, or contradicts the chosen mode."""
+
+
+class TaskError(EngineError):
+    """A task folder is malformed (names the file and the field)."""
+
+
+class UnsupportedTaskError(TaskError):
+    """A task needs something the runtime or image lacks (names what is missing)."""
+
+
+class SandboxError(EngineError):
+    """A sandbox could not be started, reached or cleaned up: the cluster's failure, not the agent's."""
+
+
+class ModelError(EngineError):
+    """A model endpoint failed after retries, or answered with something unusable."""
+
+
+class BudgetExceededError(ModelError):
+    """A cost or token budget is spent; the caller stops cleanly."""
+
+
+class PricingError(ModelError):
+    """A model has no entry in the price table and the config does not allow an explicit zero."""
+
+
+class ArtifactError(EngineError):
+    """An artifact on disk is missing, incomplete, or has the wrong schema."""
+
+
+class GradingError(EngineError):
+    """A grader crashed or printed something that is not the metrics JSON."""
