@@ -101,7 +101,7 @@ def test_manifest_schema_mismatch_names_file_versions_and_command(tmp_path):
     with pytest.raises(ArtifactError) as info:
         read_manifest(stage)
     assert str(info.value) == (f"{stage}/manifest.json: schema v{SCHEMA_VERSION + 1}, expected v{SCHEMA_VERSION}; "
-                               "rerun `synthscale rollout --start-over` or use a new run dir")
+                               "rerun `synthscale episode --start-over` or use a new run dir")
 
 
 def test_manifest_with_bad_field_is_an_artifact_error(tmp_path):

@@ -158,7 +158,7 @@ def test_shard_with_another_schema_version_is_refused(tmp_path):
     with pytest.raises(ArtifactError) as info:
         read_trajectories(tmp_path)
     assert str(info.value) == (f"{shard}: trajectory schema v{SCHEMA_VERSION + 1}, expected v{SCHEMA_VERSION}; "
-                               "rerun `synthscale rollout --start-over` or use a new run dir")
+                               "rerun `synthscale episode --start-over` or use a new run dir")
     with pytest.raises(ArtifactError, match="trajectory schema v"):
         stored_episode_ids(tmp_path)
 
