@@ -1,0 +1,69 @@
+"""TEST DOUBLE, not a sandbox: `DirSandbox` runs commands with plain subprocess in a temporary directory,
+without isolation, so that the agent environment's unit tests exercise real files and a real bash.
+
+The real runtimes (bubblewrap, Docker) live in engine/ and have their own integration tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from engine.protocols import ExecResult
+
+
+class DirSandbox:
+    """Satisfies the `Sandbox` protocol over a host directory; `workdir` is that directory's path."""
+
+    def __init__(self, root: Path, max_output_bytes: int = 1_000_000):
+        self.workdir = str(root.resolve())
+        self.max_output_bytes = max_output_bytes
+        self.calls: list[tuple[str, float]] = []  # (command, timeout_s) of every exec, for assertions
+
+    def _path(self, path: str) -> Path:
+        return Path(path) if path.startswith("/") else Path(self.workdir) / path
+
+    def exec(self, command: str, timeout_s: float, cwd: str | None = None) -> ExecResult:
+        self.calls.append((command, timeout_s))
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir, "LANG": "C.UTF-8"}
+        started = time.monotonic()
+        proc = subprocess.Popen(["bash", "-c", command], cwd=cwd or self.workdir, env=env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
+        try:
+            out, _ = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            timed_out = True
+        truncated = len(out) > self.max_output_bytes
+        return ExecResult(exit_code=proc.returncode if not timed_out else 124,
+                          output=out[: self.max_output_bytes].decode("utf-8", errors="replace"),
+                          timed_out=timed_out, duration_s=time.monotonic() - started, output_truncated=truncated)
+
+    def read_file(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        p = self._path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    def copy_out(self, path: str, dest: Path) -> None:
+        shutil.copy(self._path(path), dest)
+
+    def reset(self) -> None:
+        raise NotImplementedError("DirSandbox has no starter state to reset to")
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> DirSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
