@@ -103,10 +103,12 @@ class TaskSpec(BaseModel):
 
     @property
     def read_only_paths(self) -> list[str]:
-        """Workspace files the agent may not change: MLGym's evaluation files, when marked read-only."""
+        """Workspace paths the agent may not change: config.read_only_paths (an imported task's data/), then
+        MLGym's evaluation files when marked read-only."""
+        paths = list(self.config.read_only_paths)
         if self.config.grading == "mlgym" and self.config.evaluation_read_only:
-            return list(self.config.evaluation_paths)
-        return []
+            paths += [p for p in self.config.evaluation_paths if p not in paths]
+        return paths
 
     @property
     def baseline(self) -> dict[str, float]:

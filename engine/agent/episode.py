@@ -1,0 +1,175 @@
+"""Runs one agent episode: model turns, environment steps and scoring, written up as a `TrajectoryRecord`."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from engine.agent.environment import AgentEnvironment
+from engine.agent.history import build_prompt
+from engine.agent.parser import FormatError, parse_response
+from engine.agent.scoring import EpisodeScorer
+from engine.config import AgentConfig, SamplingConfig
+from engine.errors import BudgetExceededError, ModelError, SandboxError
+from engine.prompting import render
+from engine.protocols import ChatModel, Completion, Message, SampleKey, SamplingParams, Sandbox
+from engine.records import HistoryConfig, ScoreRecord, StepRecord, TrajectoryRecord
+from engine.tasks.artefact import resolve_artefact
+from engine.tasks.folder import describe
+from engine.tasks.grading import TaskGrader
+from engine.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+def episode_id(task_hash: str, model: str, policy: str, seed: int) -> str:
+    """Deterministic id of (task content, model/policy, seed): runs of several models never collide."""
+    return hashlib.sha256(f"{task_hash}|{model}|{policy}|{seed}".encode()).hexdigest()[:20]
+
+
+def estimate_tokens(messages: list[Message]) -> int:
+    """A cheap prompt-size estimate (≈4 characters a token) for the context budget."""
+    return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+
+
+@dataclass
+class _Totals:
+    tokens_sent: int = 0
+    tokens_received: int = 0
+    api_calls: int = 0
+    cost_usd: float = 0.0
+    reasks: list[str] = field(default_factory=list)
+
+    def add(self, c: Completion) -> None:
+        self.tokens_sent += c.usage.prompt_tokens
+        self.tokens_received += c.usage.completion_tokens
+        self.api_calls += 0 if c.cached else 1
+        self.cost_usd += c.cost_usd
+
+
+def initial_messages(task: TaskSpec, cfg: AgentConfig) -> list[Message]:
+    system = render("agent/system.j2", max_steps=cfg.max_steps, command_timeout_s=cfg.command_timeout_s,
+                    training_timeout_s=_training_timeout(task, cfg), window_lines=cfg.window_lines,
+                    max_format_errors=cfg.max_format_errors)
+    task_text = render("agent/task.j2", task=task.config, description=describe(task),
+                       baseline=task.baseline, artefact=_artefact_hint(task))
+    return [{"role": "system", "content": system}, {"role": "user", "content": task_text}]
+
+
+def run_episode(
+    task: TaskSpec, model: ChatModel, sandbox: Sandbox, grader: TaskGrader, cfg: AgentConfig, *,
+    seed: int, run_id: str, sampling: SamplingConfig, policy: str = "mlgym-agent",
+) -> TrajectoryRecord:
+    """Play one episode on a sandbox already holding the starter workspace. Agent failures are data; a
+    sandbox or model-endpoint failure sets `infra_error` so the caller retries the episode."""
+    started = time.time()
+    task_hash = task.content_hash()
+    ep_id = episode_id(task_hash, model.name, policy, seed)
+    rec = TrajectoryRecord(
+        run_id=run_id, task_id=task.id, task_hash=task_hash, episode_id=ep_id, seed=seed, model=model.name,
+        policy=policy, sampling=sampling.model_dump(), baseline=task.baseline, metric=task.config.metric,
+        direction=task.config.direction,
+        history=HistoryConfig(keep_last_observations=cfg.keep_last_observations,
+                              max_observation_chars=cfg.max_observation_chars),
+    )
+    scorer = EpisodeScorer(task, grader, sandbox)
+    env = AgentEnvironment(sandbox, cfg, training_timeout_s=_training_timeout(task, cfg),
+                           read_only_paths=task.read_only_paths, scorer=scorer)
+    rec.messages = initial_messages(task, cfg)
+    totals = _Totals()
+    log.info("run %s task %s episode %s: start (model %s, seed %d)", run_id, task.id, ep_id, model.name, seed)
+    try:
+        rec.exit_status = _loop(rec, model, env, scorer, cfg, sampling, totals)
+    except (SandboxError, ModelError) as e:
+        if isinstance(e, BudgetExceededError):
+            rec.exit_status = _autosubmit(scorer, len(rec.steps), "exit_cost")
+        else:
+            rec.infra_error = f"{type(e).__name__}: {e}"
+            rec.exit_status = "exit_error"
+            log.warning("run %s task %s episode %s: infra error: %s", run_id, task.id, ep_id, e)
+    rec.scores = list(scorer.scores)
+    rec.submission = next((s.artefact for s in reversed(scorer.scores) if s.artefact), None)
+    rec.tokens_sent, rec.tokens_received = totals.tokens_sent, totals.tokens_received
+    rec.api_calls, rec.cost_usd = totals.api_calls, totals.cost_usd
+    rec.wall_time_s = time.time() - started
+    log.info("run %s task %s episode %s: %s after %d steps", run_id, task.id, ep_id, rec.exit_status, len(rec.steps))
+    return rec
+
+
+def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer: EpisodeScorer,
+          cfg: AgentConfig, sampling: SamplingConfig, totals: _Totals) -> str:
+    for step in range(cfg.max_steps):
+        if totals.cost_usd >= cfg.cost_limit_usd:
+            return _autosubmit(scorer, step, "exit_cost")
+        prompt = build_prompt(rec.messages, cfg.keep_last_observations)
+        if estimate_tokens(prompt) > cfg.max_context_tokens:
+            return _autosubmit(scorer, step, "exit_context")
+        turn = _ask(model, prompt, rec, step, cfg, sampling, totals)
+        if turn is None:
+            return _autosubmit(scorer, step, "exit_format")
+        completion, parsed, reasks = turn
+        t0 = time.monotonic()
+        result = env.execute(parsed.action, step)
+        observation = result.observation + "\n" + env.footer(step + 1, cfg.max_steps - step - 1)
+        rec.messages.append({"role": "assistant", "content": completion.text})
+        rec.messages.append({"role": "user", "content": observation})
+        rec.steps.append(StepRecord(
+            step=step, response=completion.text, thought=parsed.thought, action=parsed.action,
+            observation=result.observation, reasoning=completion.reasoning, open_file=env.open_file,
+            working_dir=env.cwd, execution_time_s=time.monotonic() - t0, model_latency_s=completion.latency_s,
+            prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens,
+            cost_usd=completion.cost_usd, format_errors=reasks,
+        ))
+        if result.submitted:
+            return _status(scorer.scores[-1], "submitted")
+    return _autosubmit(scorer, cfg.max_steps, "max_steps")
+
+
+def _ask(model: ChatModel, prompt: list[Message], rec: TrajectoryRecord, step: int, cfg: AgentConfig,
+         sampling: SamplingConfig, totals: _Totals):
+    """One model turn, re-asking after format errors; None after `max_format_errors` bad responses in a row."""
+    reasks: list[str] = []
+    extra: list[Message] = []
+    for attempt in range(cfg.max_format_errors):
+        params = SamplingParams(
+            temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
+            reasoning_effort=sampling.reasoning_effort, seed=rec.seed,
+            sample_key=SampleKey(episode_id=rec.episode_id, step=step, attempt=attempt),
+        )
+        completion = model.complete(prompt + extra, params)
+        totals.add(completion)
+        try:
+            return completion, parse_response(completion.text), reasks
+        except FormatError as e:
+            reasks.append(completion.text)
+            extra = [{"role": "assistant", "content": completion.text},
+                     {"role": "user", "content": render("agent/format_error.j2", reason=e.reason)}]
+    rec.steps.append(StepRecord(step=step, response=reasks[-1], thought="", action="", observation="",
+                                format_errors=reasks))
+    return None
+
+
+def _autosubmit(scorer: EpisodeScorer, step: int, reason: str) -> str:
+    return _status(scorer.record("autosubmit", step), f"autosubmission ({reason})", reason)
+
+
+def _status(score: ScoreRecord, ok_status: str, reason: str = "submitted") -> str:
+    """MLGym's exit statuses: a failed scoring names why."""
+    if score.error is None:
+        return ok_status
+    kind = "submission_not_found" if score.error.startswith("submission_not_found") else "evaluation_format_error"
+    return f"{kind} ({reason})"
+
+
+def _training_timeout(task: TaskSpec, cfg: AgentConfig) -> float:
+    return float(cfg.training_timeout_s or task.config.training_timeout)
+
+
+
+def _artefact_hint(task: TaskSpec) -> str | None:
+    try:
+        return resolve_artefact(task, [])
+    except Exception:  # ModelSubmission tasks name their artefact only once it exists
+        return None
