@@ -1,0 +1,142 @@
+"""Builds bubblewrap (bwrap) command lines for the local runtime: which host folders are visible (read-only),
+the private mounts, namespaces, environment, and the drop to the unprivileged uid; reads /etc/passwd."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from pathlib import Path
+
+from engine.sandbox.common import HOME, SYSTEM_PATH, WORKDIR, minimal_env
+
+SYSTEM_DIRS = ("/usr", "/etc")
+TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+
+def interpreter_prefixes() -> list[str]:
+    """Folders that hold the engine's Python (the venv and the interpreter it links to), outside /usr.
+
+    These are bound read-only so that `python` in the sandbox has numpy, pandas and sklearn."""
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    candidates.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
+    resolved = sorted({os.path.realpath(p) for p in candidates} | candidates)
+    keep: list[str] = []
+    for p in resolved:
+        if p == "/" or any(p == d or p.startswith(d + "/") for d in SYSTEM_DIRS):
+            continue
+        if any(p.startswith(k + "/") for k in keep) or not os.path.isdir(p):
+            continue
+        keep.append(p)
+    return keep
+
+
+def sandbox_path_env() -> str:
+    """PATH inside the sandbox: the engine's interpreter first, then the system."""
+    return f"{sys.prefix}/bin:{SYSTEM_PATH}"
+
+
+def _visible_host_args() -> list[str]:
+    args: list[str] = []
+    for d in SYSTEM_DIRS:
+        args += ["--ro-bind", d, d]
+    for top in TOP_LEVEL_LINKS:
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    made: set[str] = set()
+    for prefix in interpreter_prefixes():
+        # bwrap would create the folders above a bind with the host's modes (e.g. /root 0700), which the
+        # sandbox user could not cross; make them 0755 instead
+        for parent in reversed(Path(prefix).parents[:-1]):
+            if str(parent) not in made:
+                made.add(str(parent))
+                args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", prefix, prefix]
+    return args
+
+
+def agent_passwd(
+    uid: int, host_passwd: Path = Path("/etc/passwd"), host_group: Path = Path("/etc/group")
+) -> tuple[str, str]:
+    """/etc/passwd and /etc/group for the sandbox: the host's entries minus any other owner of `uid`,
+    plus the user `agent` (so `id`, `whoami` and Python's getpass name the sandbox user correctly)."""
+    def keep(text: str) -> list[str]:
+        out = []
+        for line in text.splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2] == str(uid):
+                continue
+            if fields and fields[0] == "agent":
+                continue
+            out.append(line)
+        return out
+
+    passwd = keep(host_passwd.read_text()) + [f"agent:x:{uid}:{uid}:synthscale agent:{HOME}:/bin/bash"]
+    group = keep(host_group.read_text()) + [f"agent:x:{uid}:"]
+    return "\n".join(passwd) + "\n", "\n".join(group) + "\n"
+
+
+def bwrap_argv(
+    *,
+    workspace_dir: Path,
+    etc_dir: Path,
+    scratch_mb: int,
+    network: bool,
+    gpu_ids: list[str],
+    user_namespace_uid: int | None,
+) -> list[str]:
+    """The bwrap options (without the command) for one sandboxed process.
+
+    `workspace_dir` (host) appears at /home/agent/workspace; `etc_dir` holds the generated passwd and group;
+    /tmp and $HOME are fresh tmpfs of `scratch_mb` each; `user_namespace_uid` maps the caller to that uid in
+    a new user namespace (the non-root mode; as root the uid is dropped with setpriv instead)."""
+    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--hostname", "sandbox"]
+    if not network:
+        args += ["--unshare-net"]
+    if user_namespace_uid is not None:
+        args += ["--unshare-user", "--uid", str(user_namespace_uid), "--gid", str(user_namespace_uid)]
+    args += _visible_host_args()
+    args += ["--ro-bind", str(etc_dir / "passwd"), "/etc/passwd", "--ro-bind", str(etc_dir / "group"), "/etc/group"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    # GPUs: every /dev/nvidia* node is bound and CUDA_VISIBLE_DEVICES picks the sandbox's ids. That pins CUDA
+    # programs but is advisory (the agent could reset the variable); Docker's device requests are strict.
+    # The driver's libraries are found through ld.so.conf, as LD_LIBRARY_PATH is not passed in.
+    for dev in sorted(glob.glob("/dev/nvidia*")) if gpu_ids else []:
+        args += ["--dev-bind", dev, dev]
+    size = str(scratch_mb * 1024 * 1024)  # tmpfs pages count against the sandbox's memory cgroup too
+    args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
+    args += ["--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]  # POSIX semaphores (joblib, torch)
+    args += ["--perms", "1777", "--size", size, "--tmpfs", HOME]
+    args += ["--bind", str(workspace_dir), WORKDIR, "--chdir", WORKDIR]
+    env = minimal_env(sandbox_path_env())
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    args += ["--clearenv"]
+    for key, value in env.items():
+        args += ["--setenv", key, value]
+    return args
+
+
+def drop_privileges_argv(uid: int) -> list[str]:
+    """Inside bwrap as root: become `uid` with no capabilities, no supplementary groups, and no way back
+    (no_new_privs blocks setuid binaries), so rlimits and file permissions bind."""
+    return [
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+        "--inh-caps=-all", "--bounding-set=-all", "--",
+    ]  # fmt: skip
+
+
+def rlimit_argv(*, nproc: int | None, data_bytes: int | None, file_size_bytes: int) -> list[str]:
+    """`prlimit` prefix setting soft and hard limits for the command and its children.
+
+    Memory uses RLIMIT_DATA (private writable memory, Linux >= 4.7), not RLIMIT_AS: numpy/OpenBLAS reserve
+    large address ranges they never touch, so an address-space cap breaks imports long before memory runs out."""
+    args = ["prlimit", f"--fsize={file_size_bytes}", "--core=0"]
+    if nproc is not None:
+        args.append(f"--nproc={nproc}")
+    if data_bytes is not None:
+        args.append(f"--data={data_bytes}")
+    return args + ["--"]
