@@ -26,6 +26,24 @@ SECRET_ENV = "SYNTHSCALE_TEST_SECRET"
 ALLOWED_ENV = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "MPLBACKEND", "PWD", "SHLVL", "_", "OLDPWD"}
 
 
+def docker_problem(image: str) -> str | None:
+    """Why the Docker tests cannot run here, or None when dockerd answers and the task image exists."""
+    import docker
+
+    if shutil.which("dockerd") is None and shutil.which("docker") is None:
+        return "Docker is not installed"
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - any failure means: no daemon to test against
+        return f"dockerd is not reachable ({e}); run bash .ci/setup-docker.sh"
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        return f"image {image} missing; run bash cluster/images/build-offline.sh"
+    return None
+
+
 def small_config(**overrides: object) -> SandboxConfig:
     """Limits small enough that the tests reach them quickly."""
     values: dict[str, object] = dict(memory_mb=512, pids_limit=64, workspace_mb=32, max_output_bytes=64_000)

@@ -16,29 +16,14 @@ from engine.sandbox.common import WORKDIR
 from engine.sandbox.docker import MANAGED_LABEL, DockerRuntime, container_kwargs, reap
 
 try:
-    from tests.integration.sandbox_fixtures import SandboxContract, make_task_dir, remove_task_dir, small_config, task_spec
+    from tests.integration.sandbox_fixtures import SandboxContract, docker_problem, make_task_dir, remove_task_dir, small_config, task_spec
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from sandbox_fixtures import SandboxContract, make_task_dir, remove_task_dir, small_config, task_spec
+    from sandbox_fixtures import SandboxContract, docker_problem, make_task_dir, remove_task_dir, small_config, task_spec
 
 IMAGE = SandboxConfig().image
 
 
-def _docker_problem() -> str | None:
-    if shutil.which("dockerd") is None and shutil.which("docker") is None:
-        return "Docker is not installed"
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as e:  # noqa: BLE001 - any failure means: no daemon to test against
-        return f"dockerd is not reachable ({e}); run bash .ci/setup-docker.sh"
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        return f"image {IMAGE} missing; run bash cluster/images/build-offline.sh"
-    return None
-
-
-PROBLEM = _docker_problem()
+PROBLEM = docker_problem(IMAGE)
 needs_docker = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
 
 

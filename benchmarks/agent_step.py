@@ -1,0 +1,149 @@
+"""Benchmark: the engine's own time per agent step (model and command time excluded), and sandbox reset vs start.
+
+Writes benchmarks/results/agent_step.json and prints one summary line. Goals: < 5 ms engine time per step on
+top of the runtime's exec cost; reset() of a reused sandbox at most half the time of a fresh start.
+Run: `.venv/bin/python benchmarks/agent_step.py [--runtimes local,docker] [--steps 60]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from engine.agent.environment import AgentEnvironment  # noqa: E402
+from engine.agent.history import build_prompt  # noqa: E402
+from engine.agent.parser import parse_response  # noqa: E402
+from engine.config import AgentConfig, SandboxConfig  # noqa: E402
+from engine.protocols import SandboxSpec  # noqa: E402
+from engine.sandbox import make_runtime  # noqa: E402
+from engine.tasks.folder import load_task  # noqa: E402
+
+TASK = ROOT / "examples" / "tasks" / "wine-classification"
+
+
+class TimedSandbox:
+    """Wraps a sandbox and adds up the time spent inside it, so the engine's own time is the rest."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.workdir = inner.workdir
+        self.inside_s = 0.0
+
+    def _timed(self, fn, *a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return fn(*a, **kw)
+        finally:
+            self.inside_s += time.perf_counter() - t0
+
+    def exec(self, *a, **kw):
+        return self._timed(self.inner.exec, *a, **kw)
+
+    def read_file(self, *a, **kw):
+        return self._timed(self.inner.read_file, *a, **kw)
+
+    def write_file(self, *a, **kw):
+        return self._timed(self.inner.write_file, *a, **kw)
+
+    def copy_out(self, *a, **kw):
+        return self._timed(self.inner.copy_out, *a, **kw)
+
+    def reset(self):
+        return self._timed(self.inner.reset)
+
+    def close(self):
+        return self.inner.close()
+
+
+class NoScorer:
+    def score(self, kind, step):
+        return "not scored in this benchmark"
+
+
+def _responses() -> list[str]:
+    cmds = ['open "baseline.py"', "goto 5", "scroll_down", "ls -la", 'search_file "import" baseline.py',
+            "edit 1:1\nimport numpy as np\nend_of_edit", 'find_file "*.csv"', "echo hello"]
+    return [f"DISCUSSION\nstep\n\n```\n{c}\n```\n" for c in cmds]
+
+
+def bench_steps(runtime_name: str, steps: int) -> dict:
+    task = load_task(TASK)
+    cfg = AgentConfig()
+    runtime = make_runtime(SandboxConfig(runtime=runtime_name), run_id="bench")
+    spec = SandboxSpec(workspace=task.workspace_dir, labels={"run_id": "bench", "task_id": task.id})
+    responses = _responses()
+    per_step_ms: list[float] = []
+    exec_ms: list[float] = []
+    with runtime.start(spec) as raw:
+        sandbox = TimedSandbox(raw)
+        env = AgentEnvironment(sandbox, cfg, training_timeout_s=60, read_only_paths=[], scorer=NoScorer())
+        messages = [{"role": "system", "content": "s" * 4000}, {"role": "user", "content": "t" * 4000}]
+        for step in range(steps):
+            text = responses[step % len(responses)]
+            sandbox.inside_s = 0.0
+            t0 = time.perf_counter()
+            prompt = build_prompt(messages, cfg.keep_last_observations)
+            parsed = parse_response(text)
+            result = env.execute(parsed.action, step)
+            obs = result.observation + "\n" + env.footer(step + 1, cfg.max_steps - step - 1)
+            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": obs}]
+            total = time.perf_counter() - t0
+            assert prompt
+            per_step_ms.append((total - sandbox.inside_s) * 1000)
+            exec_ms.append(sandbox.inside_s * 1000)
+    return {"engine_ms_per_step_median": statistics.median(per_step_ms),
+            "engine_ms_per_step_p90": sorted(per_step_ms)[int(0.9 * len(per_step_ms))],
+            "runtime_ms_per_step_median": statistics.median(exec_ms), "steps": steps}
+
+
+def bench_reset(runtime_name: str, repeats: int) -> dict:
+    task = load_task(TASK)
+    runtime = make_runtime(SandboxConfig(runtime=runtime_name), run_id="bench")
+    spec = SandboxSpec(workspace=task.workspace_dir, labels={"run_id": "bench", "task_id": task.id})
+    starts, resets = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sb = runtime.start(spec)
+        sb.exec("true", timeout_s=25)
+        starts.append(time.perf_counter() - t0)
+        try:
+            for _ in range(3):
+                sb.exec("echo x > scratch.txt && python -c 'print(1)'", timeout_s=25)
+                t0 = time.perf_counter()
+                sb.reset()
+                sb.exec("true", timeout_s=25)
+                resets.append(time.perf_counter() - t0)
+        finally:
+            sb.close()
+    start_ms, reset_ms = statistics.median(starts) * 1000, statistics.median(resets) * 1000
+    return {"fresh_start_ms_median": start_ms, "reset_ms_median": reset_ms, "reset_over_start": reset_ms / start_ms}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runtimes", default="local,docker")
+    ap.add_argument("--steps", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_step.json"))
+    args = ap.parse_args()
+    results: dict = {}
+    for name in args.runtimes.split(","):
+        results[name] = {**bench_steps(name, args.steps), **bench_reset(name, args.repeats)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    summary = "; ".join(
+        f"{k}: engine {v['engine_ms_per_step_median']:.2f} ms/step (p90 {v['engine_ms_per_step_p90']:.2f}), "
+        f"exec {v['runtime_ms_per_step_median']:.1f} ms, reset {v['reset_ms_median']:.0f} ms vs start "
+        f"{v['fresh_start_ms_median']:.0f} ms ({v['reset_over_start']:.2f}x)" for k, v in results.items())
+    print(f"agent_step: {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The runner behind the CLI and the Python API: resolves a RunConfig, builds model, runtime and tasks, runs a stage."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from engine.config import RunConfig, load_config
+from engine.errors import ArtifactError, ConfigError
+from engine.protocols import ChatModel, Runtime
+from engine.records import Manifest, TrajectoryRecord
+from engine.tasks.folder import find_tasks, load_task
+from engine.tasks.spec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class EpisodeOverrides(BaseModel):
+    """Command-line flags that override a RunConfig (None: keep the config's value)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[Path] | None = None
+    out: Path | None = None
+    policy: Literal["heuristic", "openai"] | None = None
+    model: str | None = None
+    base_url: str | None = None
+    runtime: Literal["local", "docker"] | None = None
+    n: int | None = None
+    max_steps: int | None = None
+    seed: int | None = None
+
+
+def build_config(config_path: Path | None, overrides: EpisodeOverrides | None) -> RunConfig:
+    cfg = load_config(config_path) if config_path else RunConfig()
+    if overrides is None:
+        return cfg
+    o = overrides
+    data = cfg.model_dump()
+    if o.out is not None:
+        data["run_dir"] = str(o.out)
+        data["run_id"] = o.out.name or "run"
+    if o.tasks:
+        data["episodes"]["tasks"] = [str(t) for t in o.tasks]
+    for key, value in (("episodes_per_task", o.n), ("seed", o.seed)):
+        if value is not None:
+            data["episodes"][key] = value
+    if o.max_steps is not None:
+        data["agent"]["max_steps"] = o.max_steps
+    if o.runtime is not None:
+        data["sandbox"]["runtime"] = o.runtime
+    if o.policy == "heuristic" and (o.model or o.base_url):
+        raise ConfigError("--model/--base-url apply to --policy openai; drop them or pass --policy openai")
+    if o.policy is not None:
+        data["model"]["provider"] = o.policy
+        if o.policy == "heuristic":
+            data["model"]["name"], data["model"]["base_url"] = "heuristic", None
+    if o.model is not None:
+        data["model"]["name"] = o.model
+    if o.base_url is not None:
+        data["model"]["base_url"] = o.base_url
+    try:
+        return RunConfig.model_validate(data)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"invalid settings: {e}") from None
+
+
+def load_tasks(paths: list[Path]) -> list[TaskSpec]:
+    roots = [root for p in paths for root in find_tasks(Path(p))]
+    if not roots:
+        raise ConfigError(f"no task folders under {[str(p) for p in paths]}; pass folders holding task.yaml")
+    return [load_task(r) for r in roots]
+
+
+def make_chat_model(cfg: RunConfig, tasks: list[TaskSpec]) -> tuple[ChatModel, str]:
+    """The model and the policy name recorded on trajectories."""
+    if cfg.model.provider == "heuristic":
+        from engine.agent.heuristic import HeuristicModel
+
+        return HeuristicModel(tasks), "heuristic"
+    from engine.models import make_model
+
+    return make_model(cfg.model), "mlgym-agent"
+
+
+def make_runtime(cfg: RunConfig) -> Runtime:
+    from engine.sandbox import make_runtime as _make
+
+    return _make(cfg.sandbox, cfg.run_id)
+
+
+def make_runtime_from(config_path: Path | None, runtime: str | None, run_id: str) -> Runtime:
+    cfg = load_config(config_path) if config_path else RunConfig()
+    if runtime is not None:
+        cfg = cfg.model_copy(update={"sandbox": cfg.sandbox.model_copy(update={"runtime": runtime})})
+    from engine.sandbox import make_runtime as _make
+
+    return _make(cfg.sandbox, run_id)
+
+
+def run_episodes(config_path: Path | None, overrides: EpisodeOverrides | None, *, start_over: bool = False,
+                 progress=None) -> Manifest:
+    """Resolve the config, then run every task's episodes in-process into RUN/rollouts/."""
+    from engine.rollout.batch import run_batch
+
+    cfg = build_config(config_path, overrides)
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    model, policy = make_chat_model(cfg, tasks)
+    return run_batch(tasks, model, make_runtime(cfg), cfg, policy=policy, start_over=start_over, progress=progress)
+
+
+def load_records(path: Path) -> list[TrajectoryRecord]:
+    """Trajectories from a run dir, a Parquet shard, or an MLGym .traj file (shown as far as it goes)."""
+    from engine.trajectories.store import read_trajectories, table_to_records
+
+    if path.is_dir():
+        return read_trajectories(str(path))
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return table_to_records(pq.read_table(path))
+    if path.suffix == ".traj":
+        raise ArtifactError(f"{path}: .traj files are MLGym's export; show the run dir that holds rollouts/ instead")
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file or directory")
+    raise ArtifactError(f"{path}: not a run dir, a .parquet shard or a .traj file")
