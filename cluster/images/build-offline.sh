@@ -12,8 +12,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "build-offline: $IMAGE exists; nothing to do"
+# the image carries a hash of its recipe: an edited Dockerfile rebuilds, an unchanged one is reused
+recipe="$(cat "$here/task/"* | sha256sum | cut -c1-16)"
+have="$(docker image inspect -f '{{ index .Config.Labels "synthscale.recipe" }}' "$IMAGE" 2>/dev/null || true)"
+if [ "$have" = "$recipe" ]; then
+  echo "build-offline: $IMAGE is up to date (recipe $recipe); nothing to do"
   exit 0
 fi
 
@@ -51,5 +54,5 @@ if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
 fi
 
 echo "build-offline: building $IMAGE on $BASE_IMAGE"
-docker build --pull=false --build-arg BASE="$BASE_IMAGE" -t "$IMAGE" "$here/task"
+docker build --pull=false --build-arg BASE="$BASE_IMAGE" --label "synthscale.recipe=$recipe" -t "$IMAGE" "$here/task"
 echo "build-offline: $IMAGE ready"
