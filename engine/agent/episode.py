@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from engine.agent.environment import AgentEnvironment
 from engine.agent.history import build_prompt
@@ -40,7 +40,6 @@ class _Totals:
     tokens_received: int = 0
     api_calls: int = 0
     cost_usd: float = 0.0
-    reasks: list[str] = field(default_factory=list)
 
     def add(self, c: Completion) -> None:
         self.tokens_sent += c.usage.prompt_tokens

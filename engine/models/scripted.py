@@ -11,7 +11,7 @@ from engine.protocols import Completion, Message, SamplingParams, Usage
 class ScriptedModel:
     """Returns `replies` one after another, whatever it is asked; raises ModelError once they run out.
 
-    Every call is recorded in `calls` (messages and params), so a test can check what the model was sent.
+    Usage is estimated at about four characters a token. Every call is recorded in `calls` (messages and params), so a test can check what the model was sent.
 
     >>> m = ScriptedModel(["a", "b"])
     >>> [m.complete([], SamplingParams()).text for _ in range(2)]
@@ -42,7 +42,10 @@ class ScriptedModel:
             text = self._replies[self._next]
             self._next += 1
             self.calls.append(([dict(m) for m in messages], params))
-        return Completion(text=text, finish_reason="stop", usage=Usage(), model=self.name)
+        # usage estimated at ~4 characters a token, so that cost accounting and budgets can be exercised
+        usage = Usage(prompt_tokens=sum(len(m.get("content", "")) for m in messages) // 4,
+                      completion_tokens=len(text) // 4)
+        return Completion(text=text, finish_reason="stop", usage=usage, model=self.name)
 
     async def acomplete(self, messages: list[Message], params: SamplingParams) -> Completion:
         return self.complete(messages, params)

@@ -184,3 +184,11 @@ def wrap_file_in_tar(path: Path, name: str, dest: Path, mode: int = 0o600) -> Pa
         with Path(path).open("rb") as f:
             tar.addfile(info, f)
     return dest
+
+
+def write_host_file(dest: Path, data: bytes) -> None:
+    """Write a file copied out of a sandbox onto the host atomically (a `.part` file, then a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(dest)

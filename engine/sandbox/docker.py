@@ -26,7 +26,7 @@ from engine.errors import SandboxError
 from engine.protocols import ExecResult, SandboxSpec
 from engine.sandbox.common import (
     HOME, KILL_EXIT_CODE, SYSTEM_PATH, WORKDIR, OutputBuffer, bash_script, minimal_env, raise_file_error,
-    sandbox_path, single_file_tar, workspace_tar, wrap_file_in_tar,
+    sandbox_path, single_file_tar, workspace_tar, wrap_file_in_tar, write_host_file,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -270,12 +270,7 @@ class DockerSandbox:
 
     def copy_out(self, path: str, dest: Path) -> None:
         """Copy a file out of the container to the host path `dest`."""
-        data = self.read_file(path)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        write_host_file(Path(dest), self.read_file(path))
 
     # ----- lifecycle -----
 

@@ -39,6 +39,7 @@ from engine.sandbox.bwrap import agent_passwd, bwrap_argv, drop_privileges_argv,
 from engine.sandbox.cgroups import SandboxCgroup
 from engine.sandbox.common import (
     KILL_EXIT_CODE, WORKDIR, bash_script, minimal_env, raise_file_error, sandbox_path, workspace_tar,
+    write_host_file,
 )  # fmt: skip
 from engine.sandbox.process import run_capped, run_raw
 
@@ -171,12 +172,7 @@ class LocalSandbox:
 
     def copy_out(self, path: str, dest: Path) -> None:
         """Copy a file out of the sandbox to the host path `dest`."""
-        data = self.read_file(path)
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(dest)
+        write_host_file(Path(dest), self.read_file(path))
 
     def _probe(self) -> None:
         """Start one trivial sandboxed process, so that a runtime that cannot work here (user namespaces

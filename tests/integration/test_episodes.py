@@ -203,3 +203,27 @@ def test_imported_mlgym_task_is_graded_mlgym_way_and_marked_so(tmp_path: Path) -
     assert all(s.grading == "mlgym" for s in rec.scores)
     last = rec.scores[-1]
     assert last.ok and last.validation == last.test and "r2" in last.test
+
+
+def test_step_context_and_cost_limits_autosubmit(guarded_task: Path, tmp_path: Path) -> None:
+    rec = _scripted_episode(guarded_task, [_say("python baseline.py"), _say("ls")], max_steps=2)
+    assert rec.exit_status == "autosubmission (max_steps)" and rec.scores[-1].ok
+    assert rec.scores[-1].kind == "autosubmit"
+
+    rec = _scripted_episode(guarded_task, [_say("ls")], max_context_tokens=300)
+    assert rec.exit_status == "submission_not_found (exit_context)" and rec.steps == []
+
+    # cost: a priced model behind a loopback server, called by the production client
+    from engine.config import Price
+
+    runtime = _runtime("local")
+    task = load_task(guarded_task)
+    with ChatCompletionsServer(ScriptedModel([_say("python baseline.py")] * 5)) as server:
+        client = OpenAIChatModel(ModelConfig(provider="openai", name="scripted", base_url=server.base_url,
+                                             prices={"scripted": Price(input_per_mtok=1e5, output_per_mtok=1e5)}))
+        with runtime.start(SandboxSpec(workspace=task.workspace_dir)) as sb, \
+                TaskGrader(task, runtime, timeout_s=120) as grader:
+            rec = run_episode(task, client, sb, grader, AgentConfig(cost_limit_usd=0.5), seed=0, run_id="it",
+                              sampling=SamplingConfig(), policy="scripted")
+    assert rec.exit_status == "autosubmission (exit_cost)"
+    assert len(rec.steps) == 1 and rec.cost_usd >= 0.5 and rec.scores[-1].ok
