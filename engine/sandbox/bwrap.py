@@ -45,6 +45,13 @@ def _visible_host_args() -> list[str]:
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
+    return args
+
+
+def _interpreter_args() -> list[str]:
+    """Read-only binds of the engine's Python. They come after the scratch tmpfs mounts, so that a venv under
+    /tmp (a CI checkout, say) is not hidden by the sandbox's fresh /tmp."""
+    args: list[str] = []
     made: set[str] = set()
     for prefix in interpreter_prefixes():
         # bwrap would create the folders above a bind with the host's modes (e.g. /root 0700), which the
@@ -110,6 +117,7 @@ def bwrap_argv(
     args += ["--perms", "1777", "--size", size, "--tmpfs", "/tmp"]
     args += ["--perms", "1777", "--size", size, "--tmpfs", "/dev/shm"]  # POSIX semaphores (joblib, torch)
     args += ["--perms", "1777", "--size", size, "--tmpfs", HOME]
+    args += _interpreter_args()
     args += ["--bind", str(workspace_dir), WORKDIR, "--chdir", WORKDIR]
     env = minimal_env(sandbox_path_env())
     if gpu_ids:
