@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 
 from engine.errors import EngineError
 
@@ -33,7 +34,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
 def episode(
     task: list[Path] = typer.Option(..., "--task", help="Task folder, or a folder of task folders (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Run directory; trajectories go to OUT/rollouts/."),
-    policy: str = typer.Option("heuristic", help="heuristic (offline) or openai (any OpenAI-compatible endpoint)."),
+    policy: str = typer.Option(
+        "heuristic", help="heuristic (the offline scripted policy, for tests and demos; not a teacher) or openai "
+                          "(any OpenAI-compatible endpoint)."),
     model: Optional[str] = typer.Option(None, help="Model name (policy openai)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Endpoint root, e.g. http://127.0.0.1:8000/v1."),
     runtime: Optional[str] = typer.Option(None, help="local (bubblewrap) or docker."),
@@ -49,6 +52,10 @@ def episode(
     try:
         overrides = EpisodeOverrides(tasks=task, out=out, policy=policy, model=model, base_url=base_url,
                                      runtime=runtime, n=n, max_steps=max_steps, seed=seed)
+    except ValidationError as e:
+        _fail(EngineError("; ".join(f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
+                                    for err in e.errors())))
+    try:
         manifest = run_episodes(config, overrides, start_over=start_over)
     except EngineError as e:
         _fail(e)

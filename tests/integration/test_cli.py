@@ -98,3 +98,8 @@ def test_import_mlgym_task_then_check_it(tmp_path: Path) -> None:
 def test_flags_that_the_policy_ignores_are_refused(tmp_path: Path) -> None:
     code, text = _run("episode", "--task", WINE, "--model", "gpt-5", "--out", tmp_path / "r")
     assert code == 2 and "--policy openai" in text
+
+
+def test_bad_flag_values_name_the_flag(tmp_path: Path) -> None:
+    code, text = _run("episode", "--task", WINE, "--policy", "gpt", "--out", tmp_path / "r")
+    assert code == 2 and "--policy: Input should be 'heuristic' or 'openai'" in text
