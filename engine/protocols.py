@@ -121,6 +121,10 @@ class Runtime(Protocol):
 
     def start(self, spec: SandboxSpec) -> Sandbox: ...
 
+    def reap_leftovers(self) -> int:
+        """Remove sandboxes of this run that a dead process left behind; call at stage start."""
+        ...
+
 
 class Policy(Protocol):
     """The agent: given the task, a model and a sandbox, produce a trajectory."""

@@ -51,6 +51,8 @@ def run_batch(tasks: list[TaskSpec], model: ChatModel, runtime: Runtime, cfg: Ru
     stage_dir = f"{cfg.run_dir.rstrip('/')}/rollouts"
     begin_stage(stage_dir, "rollouts", cfg.config_hash(), start_over=start_over)
     write_config(stage_dir, cfg)
+    if reaped := runtime.reap_leftovers():
+        log.info("run %s: reaped %d sandboxes left by an earlier crash", cfg.run_id, reaped)
     done = stored_episode_ids(cfg.run_dir)
     writer = TrajectoryWriter(cfg.run_dir)
     for task in tasks:

@@ -82,6 +82,13 @@ class SandboxCgroup:
             raise
         return group
 
+    @classmethod
+    def existing(cls, name: str, root: Path | None = None) -> SandboxCgroup:
+        """The cgroup folders a sandbox called `name` may have left (v1 and v2), for the reaper."""
+        root = CGROUP_ROOT if root is None else root
+        dirs = [root / PARENT / name, root / "memory" / PARENT / name, root / "pids" / PARENT / name]
+        return cls([d for d in dirs if d.is_dir()])
+
     def launcher(self) -> list[str]:
         """argv prefix that moves itself into the cgroup(s) and then execs the rest of the argv, so that
         the sandbox is limited from its first instruction (no preexec_fn, which is unsafe with threads)."""

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 Mode = Literal["root", "user", "unsandboxed"]
 MiB = 1024 * 1024
 FILE_OP_TIMEOUT_S = 120.0
+OWNER_FILE = "owner.pid"
 
 
 class LocalRuntime:
@@ -72,6 +73,28 @@ class LocalRuntime:
     def start(self, spec: SandboxSpec) -> LocalSandbox:
         return LocalSandbox(self.cfg, spec, self.run_id, self.mode)
 
+    def reap_leftovers(self) -> int:
+        """Remove what sandboxes of this run left behind when their process died without closing them
+        (killed driver, OOM): workspace mounts, cgroups and folders. Sandboxes of live processes are kept,
+        so workers of one run on one node can reap safely. Returns how many were removed."""
+        removed = 0
+        for base in Path(tempfile.gettempdir()).glob(f"synthscale-{self.run_id}-*"):
+            owner = base / OWNER_FILE
+            try:
+                pid = int(owner.read_text())
+            except (OSError, ValueError):
+                continue  # not ours, or still being created
+            if _alive(pid):
+                continue
+            logger.info("run %s: reaping local sandbox %s left by dead process %d", self.run_id, base, pid)
+            SandboxCgroup.existing(base.name).remove()
+            ws = base / "workspace"
+            if os.path.ismount(ws):
+                subprocess.run(["umount", "-l", str(ws)], capture_output=True)
+            shutil.rmtree(base, onerror=_force_remove)
+            removed += 1
+        return removed
+
 
 class LocalSandbox:
     """One task's sandbox; use it with `with`. Commands run one at a time."""
@@ -80,6 +103,7 @@ class LocalSandbox:
         self.cfg, self.spec, self.run_id, self.mode = cfg, spec, run_id, mode
         task = spec.labels.get("task_id", "task")
         self._base = Path(tempfile.mkdtemp(prefix=f"synthscale-{run_id}-{task}-"))
+        (self._base / OWNER_FILE).write_text(str(os.getpid()))
         self._ws = self._base / "workspace"
         self._ws.mkdir()
         self._mounted = False
@@ -253,6 +277,16 @@ class LocalSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _force_remove(func, path, _exc_info) -> None:  # noqa: ANN001 (shutil.rmtree's onerror signature)

@@ -122,3 +122,42 @@ class TestLocalSandboxWithoutCgroups:
 def test_make_runtime_picks_the_local_runtime():
     runtime = make_runtime(small_config(allow_unsandboxed=True), "it-local")
     assert isinstance(runtime, LocalRuntime) and runtime.name == "local"
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="the tmpfs workspace and cgroup need root")
+def test_reaper_removes_what_a_killed_process_left(task_dir, tmp_path):
+    """A driver killed mid-run leaves a mounted workspace, a cgroup and a folder; the reaper removes them
+    and leaves the sandboxes of live processes alone."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from engine.sandbox.cgroups import SandboxCgroup
+
+    run_id = "it-reap"
+    script = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from engine.config import SandboxConfig
+        from engine.protocols import SandboxSpec
+        from engine.sandbox.local import LocalRuntime
+        sb = LocalRuntime(SandboxConfig(workspace_mb=16), {run_id!r}).start(
+            SandboxSpec(workspace=Path({str(task_dir / 'workspace')!r}), labels={{"task_id": "t"}}))
+        print(sb._base, flush=True)
+        time.sleep(600)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=str(Path(__file__).resolve().parents[2]))
+    base = Path(child.stdout.readline().strip())
+    runtime = LocalRuntime(small_config(), run_id)
+    with runtime.start(task_spec(task_dir)) as mine:
+        assert runtime.reap_leftovers() == 0  # the child is alive: nothing to reap
+        assert base.is_dir() and os.path.ismount(base / "workspace")
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        assert runtime.reap_leftovers() == 1
+        assert not base.exists() and SandboxCgroup.existing(base.name).dirs == []
+        assert mine.exec("echo alive", timeout_s=30).output.strip() == "alive"  # ours untouched
+    assert not list(Path(tempfile.gettempdir()).glob(f"synthscale-{run_id}-*"))
