@@ -124,6 +124,61 @@ class EpisodeConfig(_Config):
     seed: int = 0
 
 
+class HubConfig(_Config):
+    """Where datasets are checked and fetched (the Hugging Face Hub, or a loopback hub in tests)."""
+
+    endpoint: str = Field("https://huggingface.co", description="Hub API root (what HF_ENDPOINT would be).")
+    viewer_url: str = Field("https://datasets-server.huggingface.co", description="Dataset viewer root (/first-rows).")
+    token_env: str = Field("HF_TOKEN", description="Environment variable holding a token for gated datasets.")
+    search_limit: int = Field(20, gt=0, description="Candidates read from a search.")
+    sample_rows: int = Field(5, gt=0, description="Rows put into the task description.")
+    max_dataset_mb: float = Field(200.0, gt=0, description="Largest download materialised into a task.")
+    licence_allow: list[str] = Field(
+        default_factory=lambda: ["mit", "apache-2.0", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "bsd-3-clause",
+                                 "bsd-2-clause", "odc-by", "pddl", "cdla-permissive-2.0", "openrail", "unknown"],
+        description="Licences (Hub ids, lower case) a materialised dataset may carry.",
+    )
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class RateLimitConfig(_Config):
+    """The shared teacher pool: every worker's calls pass one limiter."""
+
+    requests_per_minute: float | None = Field(None, gt=0, description="None: unlimited.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Prompt + completion tokens; None: unlimited.")
+    max_concurrency: int = Field(32, gt=0, description="Teacher calls in flight across the cluster.")
+
+
+class SynthConfig(_Config):
+    """Task synthesis and self-debugging verification (pipeline phases 1 and 2)."""
+
+    source: Literal["teacher", "procedural"] = Field("procedural", description="teacher: an LLM; procedural: offline.")
+    teacher: ModelConfig | None = Field(None, description="The teacher's endpoint; None uses `model`.")
+    n_topics: int = Field(1000, gt=0, description="Topics to sample (teacher source).")
+    topics_per_call: int = Field(25, gt=0, description="Topics asked for in one call.")
+    n_tasks: int = Field(24, gt=0, description="Tasks to draw (procedural source).")
+    families: list[str] | None = Field(None, description="Procedural families to draw from; None: all.")
+    p_debug: float = Field(0.7, ge=0, le=1, description="Chance an error is repaired rather than regenerated.")
+    max_iterations: int = Field(4, gt=0, description="k: generation/debug attempts before a task is discarded.")
+    seed: int = 0
+    budget_usd: float | None = Field(None, gt=0, description="Hard cost cap of the stage; None: no cap.")
+    concurrency: int = Field(4, gt=0, description="Tasks verified at once (Ray mode: in flight).")
+    verify_episode: bool = Field(True, description="Run one teacher (offline: heuristic) episode per task.")
+    verify_max_steps: int = Field(30, gt=0, description="Step limit of the verification episode.")
+    grading_timeout_s: float = Field(600.0, gt=0)
+    dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which tasks are duplicates.")
+    description_overlap_max: float = Field(
+        0.6, gt=0, le=1, description="Similarity to a benchmark task's description that counts as contamination.")
+    hub: HubConfig = Field(default_factory=HubConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> SynthConfig:
+        if self.source == "procedural" and self.teacher is not None:
+            raise ConfigError("synth.teacher is set but synth.source is 'procedural'; set source: teacher or drop it")
+        return self
+
+
 class RunConfig(_Config):
     """Everything one run needs; every command reads it."""
 
@@ -133,6 +188,7 @@ class RunConfig(_Config):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
 
     def config_hash(self) -> str:
         """Stable hash of the settings that determine results (paths and ids excluded)."""
