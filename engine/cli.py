@@ -77,6 +77,39 @@ def run(config: Path = typer.Option(..., help="RunConfig YAML."),
     typer.echo(f"{manifest.counts.get('episodes', 0)} episodes; {manifest.counts}")
 
 
+@app.command()
+def synth(config: Optional[Path] = typer.Option(None, help="RunConfig YAML (its `synth` section)."),
+          run: Optional[Path] = typer.Option(None, "--run", help="Run directory; tasks go to RUN/synth/tasks/."),
+          source: Optional[str] = typer.Option(None, help="teacher (an LLM) or procedural (offline catalogue)."),
+          n: Optional[int] = typer.Option(None, "-n", help="Tasks to draw (procedural) or topics (teacher)."),
+          ray_address: Optional[str] = typer.Option(None, "--ray", help="Fan out on Ray: 'auto', 'local' or an address."),
+          start_over: bool = typer.Option(False, "--start-over")) -> None:
+    """Synthesize and verify tasks (pipeline phases 1 and 2); resumable."""
+    from engine.runner import build_config, run_synth_stage
+
+    try:
+        cfg = build_config(config, None)
+        update: dict = {}
+        if run is not None:
+            update.update(run_dir=str(run), run_id=run.name or "run")
+        synth_update = {k: v for k, v in (("source", source),) if v is not None}
+        if n is not None:
+            synth_update["n_tasks" if (source or cfg.synth.source) == "procedural" else "n_topics"] = n
+        data = cfg.model_dump()
+        data.update(update)
+        data["synth"].update(synth_update)
+        cfg = type(cfg).model_validate(data)
+        manifest = run_synth_stage(cfg, start_over=start_over, ray_address=ray_address)
+    except EngineError as e:
+        _fail(e)
+    except ValidationError as e:
+        _fail(EngineError(str(e)))
+    c = manifest.counts
+    typer.echo(f"synth: {c.get('verified', 0)} verified of {c.get('proposals', 0)} proposals "
+               f"({c.get('topics', 0)} topics); rejects {manifest.rejects}; ${manifest.cost_usd:.2f}; "
+               f"{manifest.wall_time_s:.0f} s")
+
+
 @app.command("config")
 def show_config(config: Optional[Path] = typer.Argument(None, help="A RunConfig YAML to resolve.")) -> None:
     """Print the resolved RunConfig as YAML (the defaults when no file is given)."""

@@ -94,6 +94,10 @@ class SandboxConfig(_Config):
         False, description="local runtime without bubblewrap: run commands unisolated (never on shared machines)."
     )
     uid: int = Field(1000, ge=1, description="Unprivileged user the sandboxed processes run as.")
+    image_packages: list[str] = Field(
+        default_factory=lambda: ["numpy", "pandas", "scikit-learn", "statsmodels", "gymnasium"],
+        description="Packages the task image holds (beyond the standard library); generated code may import only these.",
+    )
 
     @model_validator(mode="after")
     def _check_mode(self) -> SandboxConfig:
@@ -163,7 +167,10 @@ class SynthConfig(_Config):
     seed: int = 0
     budget_usd: float | None = Field(None, gt=0, description="Hard cost cap of the stage; None: no cap.")
     concurrency: int = Field(4, gt=0, description="Tasks verified at once (Ray mode: in flight).")
-    verify_episode: bool = Field(True, description="Run one teacher (offline: heuristic) episode per task.")
+    verify_episode: bool = Field(True, description="Run one agent episode per task; it must score a submission.")
+    verify_policy: Literal["teacher", "heuristic"] = Field(
+        "heuristic", description="Who plays the verification episode: the teacher as an agent, or the offline "
+        "heuristic policy over the task's improvement moves.")
     verify_max_steps: int = Field(30, gt=0, description="Step limit of the verification episode.")
     grading_timeout_s: float = Field(600.0, gt=0)
     dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which tasks are duplicates.")

@@ -41,3 +41,16 @@ class ArtifactError(EngineError):
 
 class GradingError(EngineError):
     """A grader crashed or printed something that is not the metrics JSON."""
+
+
+class HubError(EngineError):
+    """The Hugging Face Hub or its dataset viewer could not be reached, or answered something unusable."""
+
+
+class DatasetRejectedError(EngineError):
+    """A dataset cannot become task data; `reason` is the short reject reason counted in the manifest."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

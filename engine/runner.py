@@ -128,3 +128,26 @@ def load_records(path: Path) -> list[TrajectoryRecord]:
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or directory")
     raise ArtifactError(f"{path}: not a run dir, a .parquet shard or a .traj file")
+
+
+def run_synth_stage(cfg: RunConfig, *, start_over: bool = False, ray_address: str | None = None) -> Manifest:
+    """The synthesis stage, in this process (threads) or fanned out on a Ray cluster (`ray_address`)."""
+    from engine.models.ratelimit import RateLimiter
+    from engine.synth.stage import run_synth
+
+    if ray_address is None:
+        limiter = RateLimiter(cfg.synth.rate_limit, budget_usd=cfg.synth.budget_usd)
+        return run_synth(cfg, start_over=start_over, limiter=limiter)
+    import ray
+
+    from actors.fanout import RayExecutor
+    from actors.ratelimit import ActorLimiter, RateLimiterActor
+
+    if not ray.is_initialized():
+        ray.init(address=ray_address)
+    actor = RateLimiterActor.remote(cfg.synth.rate_limit, cfg.synth.budget_usd)
+    try:
+        return run_synth(cfg, start_over=start_over, executor=RayExecutor(cfg.synth.concurrency),
+                         limiter=ActorLimiter(actor))
+    finally:
+        ray.kill(actor)

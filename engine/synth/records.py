@@ -53,6 +53,7 @@ class DatasetCheck(_Record):
 
     ok: bool
     hf_id: str
+    corrected_from: str | None = Field(None, description="The proposal's id when a Hub search corrected it.")
     config: str | None = None
     split: str | None = None
     revision: str | None = Field(None, description="Pinned commit sha.")

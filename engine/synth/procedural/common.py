@@ -1,0 +1,134 @@
+"""Shared pieces of the procedural families: ids, the Family record, task.yaml/heuristic.yaml writing, move chains."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import TaskError
+from engine.tasks.folder import TaskParts, dump_yaml
+from engine.tasks.spec import DatasetConfig, TaskConfig
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One procedural task family: how to sample parameters and how to build a task from them."""
+
+    name: str
+    domain: str
+    task_type: str
+    space: Callable[[random.Random], Params]
+    build: Callable[[Params], TaskParts]
+    count: Callable[[], int]
+    topic: str
+
+
+def params_key(family: str, params: Params) -> str:
+    """Stable hash of a family and its parameters (the proposal id and the task id's suffix).
+
+    >>> params_key("x", {"a": 1}) == params_key("x", {"a": 1})
+    True
+    """
+    text = json.dumps({"family": family, "params": params}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def task_id(family: str, params: Params) -> str:
+    return f"proc-{family.replace('_', '-')}-{params_key(family, params)}"
+
+
+def rng_for(family: str, params: Params, salt: str = "") -> random.Random:
+    """A random generator seeded by the parameters, so a build is a pure function of them."""
+    return random.Random(int(params_key(family, params) + hashlib.sha256(salt.encode()).hexdigest()[:4], 16))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One version of the editable block of the starter file, and its validation score."""
+
+    label: str
+    block: str
+    score: float
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    return a > b + 1e-9 if direction == "max" else a < b - 1e-9
+
+
+def improving_chain(baseline: Candidate, candidates: list[Candidate], direction: str, *, max_moves: int = 3,
+                    min_moves: int = 2) -> list[Candidate]:
+    """Up to `max_moves` candidates whose validation scores strictly improve on the baseline and on each other.
+
+    Raises TaskError when fewer than `min_moves` candidates beat the baseline: the draw skips such parameters.
+    """
+    sign = 1.0 if direction == "max" else -1.0
+    seen: set[float] = set()
+    ranked = []
+    for c in sorted(candidates, key=lambda c: sign * c.score):
+        if better(c.score, baseline.score, direction) and round(c.score, 9) not in seen and c.block != baseline.block:
+            seen.add(round(c.score, 9))
+            ranked.append(c)
+    if len(ranked) < min_moves:
+        raise TaskError(f"only {len(ranked)} candidate(s) improve on baseline {baseline.label} "
+                        f"({baseline.score:.4g}); these parameters make no task with {min_moves} moves")
+    if len(ranked) <= max_moves:
+        return ranked
+    picks = sorted({round(i * (len(ranked) - 1) / (max_moves - 1)) for i in range(max_moves)})
+    return [ranked[i] for i in picks]
+
+
+def heuristic_yaml(file: str, run: str, baseline: Candidate, chain: list[Candidate], mistakes: list[dict[str, str]],
+                   move_run: str | None = None) -> str:
+    """heuristic.yaml text: moves that replace the editable block step by step, and plausible mistakes."""
+    moves, current = [], baseline
+    for step in chain:
+        move = {"file": file, "find": current.block.rstrip("\n"), "replace": step.block.rstrip("\n")}
+        if move_run:
+            move["run"] = move_run
+        move["note"] = f"{step.label} scores better on validation than {current.label}."
+        moves.append(move)
+        current = step
+    head = ("# The offline heuristic policy's knowledge of this procedural task (never shown to the agent).\n"
+            "# moves: applied in order; each `find` is whole existing line(s) of `file` and each raises the "
+            "validation metric.\n")
+    return head + dump_yaml({"run": run, "moves": moves, "mistakes": mistakes})
+
+
+def task_config(tid: str, name: str, description: str, *, metric: str, direction: str, starter: list[str],
+                entrypoint: str = "CSVSubmissionTasks", submission: str = "submission.csv", datasets: bool = True,
+                requirements: list[str] | None = None, sample_submission: str | None = None,
+                training_timeout: int = 300) -> TaskConfig:
+    """task.yaml of a procedural task; baseline scores stay empty for the verification stage to fill."""
+    return TaskConfig(
+        id=tid, name=name, description=description, dataset_configs=["dataset.yaml"] if datasets else [],
+        task_entrypoint=entrypoint, training_timeout=training_timeout, starter_code=starter,
+        baseline_paths=[starter[0]], evaluation_paths=["evaluate.py"], metric=metric, direction=direction,
+        requirements=requirements or [], submission_path=submission, sample_submission=sample_submission,
+        grading="separate",
+    )
+
+
+def local_dataset(name: str, description: str) -> DatasetConfig:
+    """dataset.yaml for data materialised into workspace/data at build time."""
+    return DatasetConfig(name=name, description=description, data_path="workspace/data", is_local=True,
+                         splits={"train": "train.csv", "validation": "validation.csv", "test": "test.csv"})
+
+
+def provenance(family: str, params: Params) -> dict[str, Any]:
+    return {"source": "procedural", "params": {"family": family, **params}}
+
+
+def fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def check_mlgym_free(text: str) -> None:
+    """Refuse text naming an environment on the contamination list."""
+    if "MountainCarContinuous" in text:
+        raise TaskError("procedural task mentions MountainCarContinuous, which MLGym-Bench uses")

@@ -1,0 +1,89 @@
+"""Family digits_classification: 8x8 handwritten-digit images (scikit-learn's bundled `load_digits`) as pixel columns."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+
+from engine.synth.procedural.common import Family, Params, rng_for, task_id
+from engine.synth.procedural.tabular import CsvTask, build_csv_task, csv_description, split_frame
+from engine.tasks.folder import TaskParts
+
+NAME = "digits_classification"
+TARGET = "label"
+CLASS_SETS = {
+    "all": list(range(10)), "low": [0, 1, 2, 3, 4], "high": [5, 6, 7, 8, 9], "even": [0, 2, 4, 6, 8],
+    "odd": [1, 3, 5, 7, 9], "round": [0, 3, 6, 8, 9], "confusable": [3, 5, 8, 9], "strokes": [1, 4, 7],
+}
+TRAIN_SIZES = (60, 150, 400)
+NOISE_LEVELS = (0.0, 2.0, 4.0)
+METRICS = ("accuracy", "macro_f1")
+BASELINES = {
+    "tree": (["from sklearn.tree import DecisionTreeClassifier"], "DecisionTreeClassifier(max_depth=3, random_state=0)",
+             "a depth-3 decision tree"),
+    "nearest_centroid": (["from sklearn.neighbors import NearestCentroid"], "NearestCentroid(shrink_threshold=6.0)",
+                         "a heavily shrunk nearest-centroid classifier"),
+}
+CANDIDATES = [
+    (["from sklearn.tree import DecisionTreeClassifier"], "DecisionTreeClassifier(max_depth=8, random_state=0)",
+     "a depth-8 decision tree"),
+    (["from sklearn.neighbors import KNeighborsClassifier"], "KNeighborsClassifier(n_neighbors=3)",
+     "3-nearest neighbours on the pixels"),
+    (["from sklearn.linear_model import LogisticRegression", "from sklearn.pipeline import make_pipeline",
+      "from sklearn.preprocessing import StandardScaler"],
+     "make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))", "a regularized logistic regression"),
+    (["from sklearn.svm import SVC"], "SVC(C=10.0, gamma=0.001)", "an RBF support-vector machine"),
+    (["from sklearn.ensemble import RandomForestClassifier"], "RandomForestClassifier(n_estimators=200, random_state=0)",
+     "a random forest"),
+]
+
+
+def space(rng: random.Random) -> Params:
+    return {"classes": rng.choice(sorted(CLASS_SETS)), "train_size": rng.choice(TRAIN_SIZES),
+            "noise": rng.choice(NOISE_LEVELS), "metric": rng.choice(METRICS), "baseline": rng.choice(sorted(BASELINES))}
+
+
+def count() -> int:
+    return len(CLASS_SETS) * len(TRAIN_SIZES) * len(NOISE_LEVELS) * len(METRICS) * len(BASELINES)
+
+
+def _frame(classes: list[int], noise: float, gen: np.random.Generator) -> pd.DataFrame:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.isin(digits.target, classes)
+    pixels = digits.data[keep]
+    if noise:
+        pixels = np.clip(np.round(pixels + gen.normal(0, noise, pixels.shape)), 0, 16)
+    frame = pd.DataFrame(pixels.astype(int), columns=[f"p{r}{c}" for r in range(8) for c in range(8)])
+    frame[TARGET] = digits.target[keep]
+    return frame
+
+
+def build(params: Params) -> TaskParts:
+    classes = CLASS_SETS[params["classes"]]
+    gen = np.random.default_rng(rng_for(NAME, params).getrandbits(32))
+    frame = _frame(classes, params["noise"], gen)
+    split = split_frame(frame, TARGET, params["train_size"] / len(frame), gen)
+    noise = (f" Every pixel carries added Gaussian noise (standard deviation {params['noise']:g} intensity levels, "
+             "rounded and clipped to 0..16)." if params["noise"] else "")
+    docs = (f"{len(frame)} 8x8 grey-scale images of the handwritten digits {classes} (scikit-learn's bundled copy "
+            f"of the UCI optical digits test set). Files under data/:\n"
+            f"- train.csv ({len(split.train)} rows): 64 pixel columns p00..p77 (row, column; intensity 0..16) and "
+            f"`{TARGET}` (the digit).{noise}\n"
+            f"- validation.csv ({len(split.validation)} rows) and test.csv ({len(split.test)} rows): a unique integer "
+            "id and the 64 pixel columns, no label.")
+    base = BASELINES[params["baseline"]]
+    text = (f"Recognise handwritten digits among {classes} from 8x8 images given as 64 pixel columns, with only "
+            f"{len(split.train)} labelled training images." + (" The images are noisy." if params["noise"] else ""))
+    return build_csv_task(CsvTask(
+        tid=task_id(NAME, params), name=f"digits {params['classes']} ({params['metric']})",
+        description=csv_description(text, TARGET, params["metric"], f"The baseline uses {base[2]}.\n"),
+        dataset_name="digits", dataset_description=docs, target=TARGET, classes=classes, metric=params["metric"],
+        split=split, baseline=base, candidates=CANDIDATES, what="classifier"))
+
+
+FAMILY = Family(name=NAME, domain="vision", task_type="image-classification", space=space, build=build, count=count,
+                topic="Small-image classification of handwritten digits with few labels and pixel noise")

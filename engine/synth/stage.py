@@ -1,0 +1,163 @@
+"""The synthesis stage: proposals (teacher or procedural) → checks → task code → verification → `RUN/synth/`.
+
+Writes topics.parquet, proposals.parquet, rejects.parquet (a reason per row), tasks/<task_id>/ (verified
+task folders with provenance.json) and manifest.json (the yield funnel) last. Resumable: verified tasks
+already in tasks/ are kept and skipped; topics and proposals already written are reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from engine.artifacts import begin_stage, write_config, write_manifest
+from engine.config import RunConfig
+from engine.errors import ConfigError
+from engine.records import Manifest
+from engine.synth.executor import Executor, ThreadExecutor
+from engine.synth.items import ItemContext, Outcome, procedural_item, teacher_item
+from engine.synth.records import ProposalRecord, RejectRecord, TopicRecord
+from engine.synth.tables import read_records, write_records
+
+log = logging.getLogger(__name__)
+
+FUNNEL = ("topics", "proposals", "dataset_checked", "generated", "verified")
+
+
+def synth_dir(cfg: RunConfig) -> Path:
+    if "://" in cfg.run_dir and not cfg.run_dir.startswith("file://"):
+        raise ConfigError(f"run_dir {cfg.run_dir!r}: the synth stage writes task folders that sandboxes mount, so "
+                          "it needs a local or shared-filesystem path; copy RUN/synth to object storage afterwards")
+    return Path(cfg.run_dir.removeprefix("file://")) / "synth"
+
+
+def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | None = None,
+              limiter: Any = None) -> Manifest:
+    """Run the whole stage in this process (threads) or through `executor` (Ray's RayExecutor)."""
+    started = time.time()
+    out = synth_dir(cfg)
+    begin_stage(str(out), "synth", cfg.config_hash(), start_over=start_over)
+    write_config(str(out), cfg)
+    executor = executor or ThreadExecutor(cfg.synth.concurrency)
+    ctx = ItemContext(cfg=cfg, tasks_dir=out / "tasks", staging_dir=out / ".staging", limiter=limiter)
+    rejects: list[RejectRecord] = []
+    cost = 0.0
+    if cfg.synth.source == "procedural":
+        from engine.synth.procedural import ProceduralSource
+
+        items = ProceduralSource(cfg.synth).draw(cfg.synth.n_tasks, cfg.synth.seed)
+        topics = [TopicRecord(topic_id=i.proposal.topic_id, topic=i.proposal.topic, domain=i.proposal.domain)
+                  for i in items]
+        proposals = [i.proposal for i in items]
+        kept, pre = _preguard(cfg, [(i.proposal, _starter_text(i.parts)) for i in items])
+        rejects += pre
+        work, fn = [i for i in items if i.proposal.proposal_id in kept], procedural_item
+    else:
+        topics, proposals, early, cost = _teacher_front(cfg, out, ctx)
+        rejects += early
+        kept, pre = _preguard(cfg, [(p, "") for p in proposals])
+        rejects += pre
+        work, fn = [p for p in proposals if p.proposal_id in kept], teacher_item
+    write_records(out / "topics.parquet", topics, TopicRecord)
+    write_records(out / "proposals.parquet", proposals, ProposalRecord)
+    outcomes: list[Outcome] = []
+    for outcome in executor.map(fn, work, ctx):
+        outcomes.append(outcome)
+        rejects += outcome.rejects
+        cost += outcome.cost_usd
+        log.info("run %s synth: %s → %s", cfg.run_id, outcome.item_id, outcome.task_id or outcome.rejects[-1].reason)
+    rejects += _postdedup(cfg, out / "tasks", outcomes)
+    write_records(out / "rejects.parquet", rejects, RejectRecord)
+    manifest = _manifest(cfg, topics, proposals, outcomes, rejects, cost, time.time() - started)
+    write_manifest(str(out), manifest)
+    return manifest
+
+
+def _teacher_front(cfg: RunConfig, out: Path, ctx: ItemContext):
+    """Topics and proposals from the teacher, reusing those already written (resume)."""
+    from engine.synth.proposals import propose_task
+    from engine.synth.topics import sample_topics
+
+    model = ctx.teacher()
+    topics = read_records(out / "topics.parquet", TopicRecord)
+    rejects: list[RejectRecord] = []
+    cost = 0.0
+    if len(topics) < cfg.synth.n_topics:
+        sampling = sample_topics(model, cfg.synth.n_topics, per_call=cfg.synth.topics_per_call,
+                                 seed=cfg.synth.seed, existing=topics)
+        topics, cost = sampling.topics, sampling.cost_usd
+        rejects += sampling.rejects
+        write_records(out / "topics.parquet", topics, TopicRecord)
+    proposals = read_records(out / "proposals.parquet", ProposalRecord)
+    done = {p.topic_id for p in proposals}
+    for topic in topics:
+        if topic.topic_id in done:
+            continue
+        proposal, reject, c = propose_task(model, topic, key=f"proposal-{topic.topic_id}")
+        cost += c
+        if proposal is not None:
+            proposals.append(proposal)
+        if reject is not None:
+            rejects.append(reject)
+    return topics, proposals, rejects, cost
+
+
+def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str]]) -> tuple[set[str], list[RejectRecord]]:
+    """Cheap guards before any sandbox work: contamination by name/description, near-duplicates."""
+    from engine.synth.guards.contamination import check_contamination
+    from engine.synth.guards.dedup import Deduplicator
+
+    dedup = Deduplicator(cfg.synth.dedup_threshold, seed=cfg.synth.seed)
+    kept: set[str] = set()
+    rejects: list[RejectRecord] = []
+    for proposal, starter in items:
+        reject = check_contamination(proposal, None, None, description_overlap_max=cfg.synth.description_overlap_max)
+        if reject is None:
+            twin = dedup.add(proposal.proposal_id, proposal, starter)
+            if twin is not None:
+                reject = RejectRecord(stage="dedup", item_id=proposal.proposal_id, reason="near_duplicate",
+                                      detail=f"near-duplicate of {twin}")
+        if reject is None:
+            kept.add(proposal.proposal_id)
+        else:
+            rejects.append(reject)
+    return kept, rejects
+
+
+def _postdedup(cfg: RunConfig, tasks_dir: Path, outcomes: list[Outcome]) -> list[RejectRecord]:
+    """Across verified tasks: one per cluster of near-duplicates (description + starter code)."""
+    import shutil
+
+    from engine.synth.guards.dedup import Deduplicator
+    from engine.tasks.folder import load_task
+
+    dedup = Deduplicator(cfg.synth.dedup_threshold, seed=cfg.synth.seed)
+    rejects = []
+    for outcome in sorted((o for o in outcomes if o.task_id), key=lambda o: o.task_id):
+        spec = load_task(tasks_dir / outcome.task_id)
+        starter = "\n".join(p.read_text(errors="replace") for p in sorted(spec.workspace_dir.glob("*.py")))
+        twin = dedup.add(outcome.task_id, outcome.proposal, starter)
+        if twin is not None:
+            shutil.rmtree(tasks_dir / outcome.task_id)
+            rejects.append(RejectRecord(stage="dedup", item_id=outcome.item_id, reason="near_duplicate",
+                                        detail=f"verified task {outcome.task_id} near-duplicates {twin}"))
+            outcome.task_id = None
+    return rejects
+
+
+def _starter_text(parts) -> str:
+    return "\n".join(v if isinstance(v, str) else "" for k, v in sorted(parts.workspace.items()) if k.endswith(".py"))
+
+
+def _manifest(cfg, topics, proposals, outcomes, rejects, cost, wall_s) -> Manifest:
+    reached = Counter(stage for o in outcomes for stage in o.reached)
+    counts = {"topics": len(topics), "proposals": len(proposals),
+              "dataset_checked": reached["dataset_checked"], "generated": reached["generated"],
+              "verified": sum(1 for o in outcomes if o.task_id)}
+    iterations = Counter(o.iterations for o in outcomes if o.iterations)
+    counts.update({f"debug_iterations:{k}": v for k, v in sorted(iterations.items())})
+    return Manifest(stage="synth", run_id=cfg.run_id, config_hash=cfg.config_hash(), counts=counts,
+                    rejects=dict(Counter(r.reason for r in rejects)), cost_usd=cost, wall_time_s=wall_s)
