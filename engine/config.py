@@ -176,6 +176,8 @@ class SynthConfig(_Config):
     dedup_threshold: float = Field(0.8, gt=0, le=1, description="MinHash Jaccard above which tasks are duplicates.")
     description_overlap_max: float = Field(
         0.6, gt=0, le=1, description="Similarity to a benchmark task's description that counts as contamination.")
+    contamination_index: Path | None = Field(
+        None, description="Row-hash index of the benchmark's datasets (built once online); None: names only.")
     hub: HubConfig = Field(default_factory=HubConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
 

@@ -286,13 +286,15 @@ def to_task_parts(
     dataset_cfg: DatasetConfig | None,
     *,
     data: DataSummary | None = None,
+    task_id: str | None = None,
 ) -> TaskParts:
     """A task folder from generated code: workspace = data_files + code but evaluate.py; grader = evaluate.py +
     grader_files; task.yaml; dataset.yaml (when `dataset_cfg`); heuristic.yaml from the moves.
 
     `data_files` are workspace-relative ("data/train.csv"), `grader_files` grader-relative ("labels_test.csv").
     The description is the teacher's, then `{dataset_docs}` (when there is a dataset config), the workspace
-    files with their sample rows from `data` (never the grader's), and the submission format.
+    files with their sample rows from `data` (never the grader's), and the submission format. The task id is
+    `task_id`, or `task_id_for(proposal)` when None.
     """
     code = {name: text for name, text in generated.files.items() if name != "evaluate.py"}
     id_col = data.id_column if data else "id"
@@ -304,7 +306,7 @@ def to_task_parts(
         parts.append("DATA FILES\n" + data.text(locations=("workspace",)))
     parts.append(_submission_text(id_col, target, generated.task.metric, generated.task.direction))
     config = TaskConfig(
-        id=task_id_for(proposal), name=proposal.name, description="\n\n".join(parts),
+        id=task_id or task_id_for(proposal), name=proposal.name, description="\n\n".join(parts),
         dataset_configs=["dataset.yaml"] if dataset_cfg is not None else [],
         task_entrypoint="CSVSubmissionTasks", training_timeout=generated.task.training_timeout,
         starter_code=sorted(code), baseline_paths=["baseline.py"], evaluation_paths=["evaluate.py"],

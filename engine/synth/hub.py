@@ -17,7 +17,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import DisabledRepoError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
 from engine.config import HubConfig
-from engine.errors import HubError
+from engine.errors import ConfigError, HubError
 from engine.synth.records import DatasetCheck, DatasetProposal, ProposalRecord
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,9 @@ def _cell_text(value: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def describe_samples(check: DatasetCheck, n: int, *, width: int = 40) -> str:
+def describe_samples(check: DatasetCheck, n: int, *, columns: list[str] | None = None, width: int = 40) -> str:
     """The first `n` sample rows as a markdown table (cells cut to `width` characters), for a task description.
+    `columns` picks and orders the columns shown (default: all the check found).
 
     >>> c = DatasetCheck(ok=True, hf_id="a/b", columns=["x", "y"], sample_rows=[{"x": 1, "y": "a|b"}])
     >>> print(describe_samples(c, 5))
@@ -95,7 +96,7 @@ def describe_samples(check: DatasetCheck, n: int, *, width: int = 40) -> str:
     | 1 | a\\|b |
     """
     rows = check.sample_rows[:n]
-    columns = check.columns or (list(rows[0]) if rows else [])
+    columns = columns or check.columns or (list(rows[0]) if rows else [])
     if not columns:
         return ""
     lines = ["| " + " | ".join(_cell_text(c, width) for c in columns) + " |",
@@ -115,6 +116,15 @@ class HubDatasetValidator:
         self.api = HfApi(endpoint=cfg.endpoint, token=self._token or False)
 
     def check(self, proposal: ProposalRecord) -> DatasetCheck:
+        """What the Hub says about the proposal's dataset; network failures raise HubError, a token the Hub
+        rejects ConfigError, everything about the dataset itself is a reject in the returned check."""
+        result = self._check(proposal)
+        logger.info("proposal %s: dataset %s%s -> %s %s", proposal.proposal_id, result.hf_id,
+                    f" (asked {result.corrected_from})" if result.corrected_from else "",
+                    "ok" if result.ok else result.reason, result.revision or "")
+        return result
+
+    def _check(self, proposal: ProposalRecord) -> DatasetCheck:
         ds = proposal.dataset
         if ds is None:
             return DatasetCheck(ok=False, hf_id="", reason="no_dataset",
@@ -125,18 +135,21 @@ class HubDatasetValidator:
         base = {"hf_id": info.id, "corrected_from": corrected, "revision": info.sha,
                 "licence": extract_licence(info.card_data, info.tags), "size_bytes": _data_size(info)}
         if info.private:
-            return DatasetCheck(ok=False, reason="private", detail=f"{info.id} is private; tasks need public data", **base)
+            return DatasetCheck(ok=False, reason="private", detail=f"{info.id} is private; tasks need public data",
+                                **base)
         if info.disabled:
             return DatasetCheck(ok=False, reason="disabled", detail=f"{info.id} is disabled on the Hub", **base)
         if info.gated and not self._token:
             return DatasetCheck(ok=False, reason="gated", detail=(
                 f"{info.id} is gated ({info.gated}); set ${self.cfg.token_env} to a token with access"), **base)
-        return self._check_viewer(ds, base)
+        return self._check_viewer(ds, base, gated=bool(info.gated))
 
     def _lookup(self, hf_id: str) -> tuple[Any, str | None, DatasetCheck | None]:
         """dataset_info, falling back to a search that corrects the id; returns (info, corrected_from, reject)."""
         try:
-            return self._info(hf_id), None, None
+            info = self._info(hf_id)
+            # The Hub answers a renamed or differently cased id with the canonical one.
+            return info, (hf_id if info.id != hf_id else None), None
         except GatedRepoError:
             return None, None, DatasetCheck(ok=False, hf_id=hf_id, reason="gated", detail=(
                 f"{hf_id} is gated; set ${self.cfg.token_env} to a token with access"))
@@ -166,25 +179,29 @@ class HubDatasetValidator:
         except (RepositoryNotFoundError, DisabledRepoError):
             raise
         except HfHubHTTPError as e:
+            if e.response is not None and e.response.status_code == 401:
+                raise ConfigError(f"the Hub at {self.cfg.endpoint} rejects the token in ${self.cfg.token_env}; "
+                                  "replace it or unset the variable") from e
             raise HubError(f"dataset_info({hf_id!r}) at {self.cfg.endpoint} failed: {e}") from e
         except (httpx2.TransportError, OSError) as e:  # refused, timed out: not an HTTP answer
             raise HubError(f"the Hub at {self.cfg.endpoint} is unreachable: {e}") from e
 
-    def _check_viewer(self, ds: DatasetProposal, base: dict[str, Any]) -> DatasetCheck:
+    def _check_viewer(self, ds: DatasetProposal, base: dict[str, Any], *, gated: bool) -> DatasetCheck:
         hf_id = base["hf_id"]
         config = ds.config
         if config is None:
-            splits = self._viewer("/splits", {"dataset": hf_id})
+            splits = self._viewer("/splits", {"dataset": hf_id}, gated)
             if isinstance(splits, DatasetCheck):
                 return splits.model_copy(update=base)
             config = pick_config(splits.get("splits", []), ds.split)
             if config is None:
-                return DatasetCheck(ok=False, reason="viewer", detail=f"the viewer lists no configs for {hf_id}", **base)
+                return DatasetCheck(ok=False, reason="viewer", detail=f"the viewer lists no configs for {hf_id}",
+                                    **base)
             available = [s["split"] for s in splits["splits"] if s["config"] == config]
             if ds.split not in available:
                 return DatasetCheck(ok=False, config=config, reason="split", detail=(
                     f"split {ds.split!r} not in config {config!r} of {hf_id}; available: {available}"), **base)
-        first = self._viewer("/first-rows", {"dataset": hf_id, "config": config, "split": ds.split})
+        first = self._viewer("/first-rows", {"dataset": hf_id, "config": config, "split": ds.split}, gated)
         if isinstance(first, DatasetCheck):
             return first.model_copy(update={**base, "config": config, "split": ds.split})
         features = first.get("features", [])
@@ -200,8 +217,9 @@ class HubDatasetValidator:
                 f"columns {odd} are not plain values (images, audio, lists); only tabular data is supported"), **found)
         return DatasetCheck(ok=True, **found)
 
-    def _viewer(self, route: str, params: dict[str, str]) -> dict[str, Any] | DatasetCheck:
-        """GET a viewer route; a 4xx becomes a `viewer` reject, an unreachable viewer a HubError."""
+    def _viewer(self, route: str, params: dict[str, str], gated: bool) -> dict[str, Any] | DatasetCheck:
+        """GET a viewer route; a 4xx becomes a `viewer` reject (`gated` when a gated dataset refuses the token),
+        an unreachable viewer a HubError."""
         url = self.cfg.viewer_url.rstrip("/") + route
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         try:
@@ -210,8 +228,10 @@ class HubDatasetValidator:
             raise HubError(f"the dataset viewer at {self.cfg.viewer_url} is unreachable: {type(e).__name__}") from e
         if 400 <= r.status_code < 500:
             code = r.headers.get("X-Error-Code", "")
-            return DatasetCheck(ok=False, hf_id=params["dataset"], reason="viewer", detail=(
-                f"viewer {route} answered {r.status_code} {code} for {params}"))
+            refused = gated and r.status_code in (401, 403)
+            return DatasetCheck(ok=False, hf_id=params["dataset"], reason="gated" if refused else "viewer", detail=(
+                f"viewer {route} answered {r.status_code} {code} for {params}"
+                + (f"; the token in ${self.cfg.token_env} has no access" if refused else "")))
         if r.status_code != 200:
             raise HubError(f"the dataset viewer answered {r.status_code} for {route} {params}; retry later")
         return r.json()

@@ -18,7 +18,7 @@ from engine.config import RunConfig
 from engine.errors import BudgetExceededError, EngineError
 from engine.protocols import ChatModel
 from engine.synth.records import AttemptRecord, Provenance, ProposalRecord, RejectRecord, Verification
-from engine.synth.verify import error_log, verify_task, write_provenance
+from engine.synth.verify import GUARD_PREFIX, error_log, verify_task, write_provenance
 from engine.tasks.folder import load_task, save_task
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class ItemContext(BaseModel):
 def reason_of(v: Verification) -> str:
     """A short reason for the first problem, for the manifest's reject counts."""
     text = v.problems[0] if v.problems else ""
-    for key, reason in (("leak probe: ", None), ("baseline_at_ceiling", "baseline_at_ceiling"),
+    for key, reason in ((GUARD_PREFIX, None), ("baseline_at_ceiling", "baseline_at_ceiling"),
                         ("constant_at_ceiling", "constant_at_ceiling"), ("constant submission", "constant_not_below"),
                         ("baseline `", "baseline_failed"), ("could not be graded", "grader_failed"),
                         ("no scored submission", "no_scored_submission"), ("infrastructure", "infra_error")):
@@ -141,7 +141,7 @@ def _teacher_item(proposal: ProposalRecord, ctx: ItemContext, out: Outcome, task
     cfg = ctx.cfg.synth
     staging = ctx.staging_dir / task_id
     shutil.rmtree(staging, ignore_errors=True)
-    grounding = ground(proposal, cfg, staging / "_data", seed=cfg.seed)
+    grounding = ground(proposal, ctx.cfg, staging / "_data", seed=cfg.seed)
     if grounding.reject is not None:
         out.rejects.append(grounding.reject)
         return out
@@ -167,6 +167,12 @@ def _teacher_item(proposal: ProposalRecord, ctx: ItemContext, out: Outcome, task
             shutil.rmtree(staging, ignore_errors=True)
             out.task_id = task_id
             out.reached.append("verified")
+            return out
+        if result.verification is not None and any(p.startswith(GUARD_PREFIX) for p in result.verification.problems):
+            result.attempt.decision = "discard"  # a leak or a ceiling: the task itself is unusable
+            shutil.rmtree(staging, ignore_errors=True)
+            out.rejects.append(RejectRecord(stage="guard", item_id=out.item_id, reason=reason_of(result.verification),
+                                            detail="; ".join(result.verification.problems)[:2000]))
             return out
         previous, log_text = result.code or previous, result.attempt.error_log
         result.attempt.decision = ("debug" if i + 1 < cfg.max_iterations else "discard")
@@ -202,7 +208,7 @@ def _attempt(model, proposal, grounding, ctx, task_dir: Path, task_id: str, i: i
         return _AttemptResult(attempt=attempt, code=code)
     try:
         parts = to_task_parts(code, proposal, grounding.workspace_files, grounding.grader_files,
-                              grounding.dataset_config, task_id=task_id)
+                              grounding.dataset_config, data=grounding.summary, task_id=task_id)
         spec = save_task(parts, task_dir, overwrite=True)
     except EngineError as e:
         attempt.error_log = f"the generated task folder is invalid: {e}"

@@ -1,7 +1,7 @@
 """A loopback Hugging Face Hub and dataset viewer over HTTP: serves in-memory datasets to the real clients.
 
 It speaks the routes `huggingface_hub` and our validator call (dataset info, search, tree, resolve with the
-ETag / X-Repo-Commit headers, the viewer's /splits and /first-rows) and fails the way the Hub does
+ETag / X-Repo-Commit headers, the viewer's /splits, /first-rows and /rows) and fails the way the Hub does
 (`X-Error-Code: RepoNotFound`, `GatedRepo`, `RevisionNotFound`, `EntryNotFound`). Tests, benchmarks and the
 offline demo point `HubConfig.endpoint` and `viewer_url` at it; it never reaches the internet.
 """
@@ -42,6 +42,7 @@ class LoopbackDataset:
     disabled: bool = False
     card_data: dict[str, Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    access_tokens: frozenset[str] | None = None  # tokens let into a gated/private repo; None: every valid token
 
 
 def parquet_bytes(columns: dict[str, list[Any]] | pa.Table) -> bytes:
@@ -182,9 +183,11 @@ def _make_handler(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
             query = parse_qs(url.query)
             hub.requests.append((self.command, url.path))
             auth = self.headers.get("Authorization", "")
-            authed = auth.startswith("Bearer ") and auth[len("Bearer "):] in hub.tokens
+            token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
             try:
-                status, body, headers = 200, *_route(hub, unquote(url.path), query, authed)
+                if token is not None and token not in hub.tokens:
+                    raise _error(401, None, "Invalid credentials in Authorization header")
+                status, body, headers = 200, *_route(hub, unquote(url.path), query, token)
             except _Reply as reply:
                 status, body, headers = reply.status, reply.body, reply.headers
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -201,23 +204,28 @@ def _make_handler(hub: LoopbackHub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _route(hub: LoopbackHub, path: str, query: dict[str, list[str]], authed: bool) -> tuple[Any, dict[str, str]]:
+def _route(hub: LoopbackHub, path: str, query: dict[str, list[str]], token: str | None) -> tuple[Any, dict[str, str]]:
     if path == "/api/datasets":
-        return _search(hub, query, authed), {}
+        return _search(hub, query, token), {}
     if path.startswith("/api/datasets/"):
-        return _api_dataset(hub, path[len("/api/datasets/"):], query, authed)
+        return _api_dataset(hub, path[len("/api/datasets/"):], query, token)
     if path.startswith("/datasets/"):
-        return _resolve(hub, path[len("/datasets/"):], authed)
-    if path in ("/splits", "/first-rows"):
-        return _viewer(hub, path, query, authed), {}
+        return _resolve(hub, path[len("/datasets/"):], token)
+    if path in ("/splits", "/first-rows", "/rows"):
+        return _viewer(hub, path, query, token), {}
     raise _error(404, None, f"no route {path}")
 
 
-def _visible(repo: _Repo, authed: bool) -> bool:
-    return not repo.meta.private or authed
+def _granted(repo: _Repo, token: str | None) -> bool:
+    allowed = repo.meta.access_tokens
+    return token is not None and (allowed is None or token in allowed)
 
 
-def _search(hub: LoopbackHub, query: dict[str, list[str]], authed: bool) -> list[dict[str, Any]]:
+def _visible(repo: _Repo, token: str | None) -> bool:
+    return not repo.meta.private or _granted(repo, token)
+
+
+def _search(hub: LoopbackHub, query: dict[str, list[str]], token: str | None) -> list[dict[str, Any]]:
     words = [w.lower() for w in query.get("search", [])]
     author = query.get("author", [None])[0]
     limit = int(query.get("limit", ["1000"])[0])
@@ -226,7 +234,7 @@ def _search(hub: LoopbackHub, query: dict[str, list[str]], authed: bool) -> list
     out = []
     for repo in repos:
         rid = repo.meta.id
-        if not _visible(repo, authed) or not all(w in rid.lower() for w in words):
+        if not _visible(repo, token) or not all(w in rid.lower() for w in words):
             continue
         if author and rid.split("/")[0] != author:
             continue
@@ -255,9 +263,9 @@ def _info(repo: _Repo, sha: str, files: dict[str, bytes], *, blobs: bool, siblin
     return info
 
 
-def _api_dataset(hub: LoopbackHub, rest: str, query: dict[str, list[str]], authed: bool) -> tuple[Any, dict]:
+def _api_dataset(hub: LoopbackHub, rest: str, query: dict[str, list[str]], token: str | None) -> tuple[Any, dict]:
     repo, tail = hub._find_repo(rest)
-    if repo is None or not _visible(repo, authed):
+    if repo is None or not _visible(repo, token):
         status = 401 if repo is not None else 404
         raise _error(status, "RepoNotFound", "Repository not found")
     blobs = query.get("blobs", ["false"])[0].lower() in ("1", "true")
@@ -297,12 +305,13 @@ def _tree(files: dict[str, bytes], under: str, recursive: bool) -> list[dict[str
     return list(entries.values())
 
 
-def _resolve(hub: LoopbackHub, rest: str, authed: bool) -> tuple[bytes, dict[str, str]]:
+def _resolve(hub: LoopbackHub, rest: str, token: str | None) -> tuple[bytes, dict[str, str]]:
     repo, tail = hub._find_repo(rest)
-    if repo is None or not _visible(repo, authed):
+    if repo is None or not _visible(repo, token):
         raise _error(401 if repo is not None else 404, "RepoNotFound", "Repository not found")
-    if repo.meta.gated and not authed:
-        raise _error(401, "GatedRepo", "Access to this dataset is restricted; you must be authenticated.")
+    if repo.meta.gated and not _granted(repo, token):
+        # Anonymous: 401; a valid token not yet approved for this repo: 403 (as the Hub does).
+        raise _error(401 if token is None else 403, "GatedRepo", "Access to this dataset is restricted.")
     if repo.meta.disabled:
         raise _error(403, None, _DISABLED_MESSAGE)
     kind, _, rest_rev = tail.partition("/")
@@ -336,10 +345,10 @@ def viewer_layout(files: dict[str, bytes]) -> dict[tuple[str, str], list[str]]:
     return layout
 
 
-def _viewer(hub: LoopbackHub, route: str, query: dict[str, list[str]], authed: bool) -> dict[str, Any]:
+def _viewer(hub: LoopbackHub, route: str, query: dict[str, list[str]], token: str | None) -> dict[str, Any]:
     dataset = query.get("dataset", [""])[0]
     repo, tail = hub._find_repo(dataset)
-    if repo is None or tail or not _visible(repo, authed) or (repo.meta.gated and not authed):
+    if repo is None or tail or not _visible(repo, token) or (repo.meta.gated and not _granted(repo, token)):
         raise _error(401, "ExternalUnauthenticatedError",
                      "The dataset does not exist, or is not accessible without authentication (private or gated).")
     if repo.meta.disabled:
@@ -352,13 +361,19 @@ def _viewer(hub: LoopbackHub, route: str, query: dict[str, list[str]], authed: b
     config, split = query.get("config", [""])[0], query.get("split", [""])[0]
     if (config, split) not in layout:
         raise _error(404, "ResponseNotFound", "Not found.")
-    table = read_table(layout[(config, split)][0], files[layout[(config, split)][0]])
-    head = table.slice(0, 100)
+    table = pa.concat_tables([read_table(p, files[p]) for p in layout[(config, split)]])
+    # /first-rows: the first 100 rows; /rows: a page of at most 100 from `offset`.
+    offset = int(query.get("offset", ["0"])[0]) if route == "/rows" else 0
+    length = min(int(query.get("length", ["100"])[0]), 100) if route == "/rows" else 100
+    page = table.slice(offset, length)
     features = [{"feature_idx": i, "name": f.name, "type": _feature_type(f.type)} for i, f in enumerate(table.schema)]
-    rows = [{"row_idx": i, "row": {k: _cell(v, hub.viewer_url, dataset, i, k) for k, v in row.items()},
-             "truncated_cells": []} for i, row in enumerate(head.to_pylist())]
+    rows = [{"row_idx": n, "row": {k: _cell(v, hub.viewer_url, dataset, n, k) for k, v in row.items()},
+             "truncated_cells": []} for n, row in enumerate(page.to_pylist(), start=offset)]
+    if route == "/rows":
+        return {"features": features, "rows": rows, "num_rows_total": table.num_rows, "num_rows_per_page": 100,
+                "partial": False}
     return {"dataset": dataset, "config": config, "split": split, "features": features, "rows": rows,
-            "truncated": table.num_rows > head.num_rows}
+            "truncated": table.num_rows > page.num_rows}
 
 
 def read_table(path: str, data: bytes) -> pa.Table:

@@ -27,7 +27,7 @@ from huggingface_hub.errors import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import HubConfig
-from engine.errors import DatasetRejectedError, HubError
+from engine.errors import ConfigError, DatasetRejectedError, HubError
 from engine.synth.records import DatasetCheck, ProposalRecord
 
 logger = logging.getLogger(__name__)
@@ -149,6 +149,14 @@ def unsupported(frame: pd.DataFrame) -> list[str]:
     return bad
 
 
+def _restore_integer(frame: pd.DataFrame, target: str) -> pd.DataFrame:
+    """Missing labels turn an integer target into floats; once they are dropped, make it integers again."""
+    col = frame[target]
+    if pd.api.types.is_float_dtype(col) and len(col) and (col == col.round()).all():
+        return frame.assign(**{target: col.astype("int64")})
+    return frame
+
+
 def read_data_file(path: Path) -> pd.DataFrame:
     """One data file into pandas (parquet, csv, jsonl, or json lines/records)."""
     if path.suffix == ".parquet":
@@ -207,6 +215,9 @@ def _hub_error(check: DatasetCheck, e: Exception) -> Exception:
         return DatasetRejectedError("not_found", f"{where} is gone or private")
     if isinstance(e, DisabledRepoError):
         return DatasetRejectedError("disabled", f"{where} is disabled")
+    if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
+        return ConfigError(f"the Hub rejects the token in the environment while downloading {where}; "
+                           "replace it or unset the variable")
     if isinstance(e, (HfHubHTTPError, httpx2.TransportError, OSError)):
         return HubError(f"downloading {where} failed: {type(e).__name__}: {e}")
     return e
@@ -250,7 +261,8 @@ def materialise(check: DatasetCheck, proposal: ProposalRecord, cfg: HubConfig, d
         if bad:
             raise DatasetRejectedError("unsupported_features", f"columns {bad} hold images, bytes or lists; "
                                                                "only tabular columns are supported")
-        frames[name] = frame.dropna(subset=[ds.target_column]).reset_index(drop=True)
+        frames[name] = _restore_integer(frame.dropna(subset=[ds.target_column]).reset_index(drop=True),
+                                        ds.target_column)
     splits, sources = split_rows(frames, main, ds.target_column, seed)
     files, id_col = write_task_data(splits, inputs, ds.target_column, dest)
     logger.info("materialised %s@%s into %s: %s", check.hf_id, check.revision, dest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,11 +57,11 @@ def propose_task(
     is dropped. `key` keys the call in the response cache (e.g. "propose-<topic_id>").
     """
     messages = [{"role": "user", "content": proposal_prompt(topic)}]
-    reply, call = ask_json(model, messages, ProposalReply, key=key, params_base=params_base)
+    parsed, call = ask_json(model, messages, ProposalReply, key=key, params_base=params_base)
+    reply = cast(ProposalReply | None, parsed)
     if reply is None:
         return None, RejectRecord(stage="proposals", item_id=topic.topic_id, reason="invalid_json",
                                   detail=call.error or ""), call.cost_usd
-    assert isinstance(reply, ProposalReply)
     if reply.needs_dataset and reply.dataset is None:
         return None, RejectRecord(stage="proposals", item_id=topic.topic_id, reason="no_dataset",
                                   detail=f"{reply.name}: needs_dataset is true but dataset is null"), call.cost_usd

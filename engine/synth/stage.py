@@ -63,6 +63,9 @@ def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | 
         work, fn = [p for p in proposals if p.proposal_id in kept], teacher_item
     write_records(out / "topics.parquet", topics, TopicRecord)
     write_records(out / "proposals.parquet", proposals, ProposalRecord)
+    done = _final_rejects(out)  # resume: items already rejected for good are not tried again
+    rejects += [r for r in done.values() if r.item_id in {_item_id(w) for w in work}]
+    work = [w for w in work if _item_id(w) not in done]
     outcomes: list[Outcome] = []
     for outcome in executor.map(fn, work, ctx):
         outcomes.append(outcome)
@@ -74,6 +77,16 @@ def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | 
     manifest = _manifest(cfg, topics, proposals, outcomes, rejects, cost, time.time() - started)
     write_manifest(str(out), manifest)
     return manifest
+
+
+def _item_id(item) -> str:
+    return item.proposal_id if isinstance(item, ProposalRecord) else item.proposal.proposal_id
+
+
+def _final_rejects(out: Path) -> dict[str, RejectRecord]:
+    """Rejects of an earlier run of this stage that stand (a budget stop does not: it is retried)."""
+    item_stages = {"dataset", "materialise", "generate", "verify", "guard"}
+    return {r.item_id: r for r in read_records(out / "rejects.parquet", RejectRecord) if r.stage in item_stages}
 
 
 def _teacher_front(cfg: RunConfig, out: Path, ctx: ItemContext):
@@ -116,10 +129,7 @@ def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str]]) -> tuple[
     for proposal, starter in items:
         reject = check_contamination(proposal, None, None, description_overlap_max=cfg.synth.description_overlap_max)
         if reject is None:
-            twin = dedup.add(proposal.proposal_id, proposal, starter)
-            if twin is not None:
-                reject = RejectRecord(stage="dedup", item_id=proposal.proposal_id, reason="near_duplicate",
-                                      detail=f"near-duplicate of {twin}")
+            reject = _dedup_reject(dedup, proposal.proposal_id, proposal, starter)
         if reject is None:
             kept.add(proposal.proposal_id)
         else:
@@ -139,13 +149,21 @@ def _postdedup(cfg: RunConfig, tasks_dir: Path, outcomes: list[Outcome]) -> list
     for outcome in sorted((o for o in outcomes if o.task_id), key=lambda o: o.task_id):
         spec = load_task(tasks_dir / outcome.task_id)
         starter = "\n".join(p.read_text(errors="replace") for p in sorted(spec.workspace_dir.glob("*.py")))
-        twin = dedup.add(outcome.task_id, outcome.proposal, starter)
-        if twin is not None:
+        reject = _dedup_reject(dedup, outcome.task_id, outcome.proposal, starter)
+        if reject is not None:
             shutil.rmtree(tasks_dir / outcome.task_id)
-            rejects.append(RejectRecord(stage="dedup", item_id=outcome.item_id, reason="near_duplicate",
-                                        detail=f"verified task {outcome.task_id} near-duplicates {twin}"))
+            rejects.append(reject.model_copy(update={"item_id": outcome.item_id}))
             outcome.task_id = None
     return rejects
+
+
+def _dedup_reject(dedup, item_id: str, proposal: ProposalRecord, starter: str) -> RejectRecord | None:
+    twin = dedup.find(proposal, starter)
+    if twin is not None:
+        return RejectRecord(stage="dedup", item_id=item_id, reason=twin.reason,
+                            detail=f"{item_id} duplicates {twin.kept_id} (similarity {twin.similarity:.2f})")
+    dedup.add(item_id, proposal, starter)
+    return None
 
 
 def _starter_text(parts) -> str:

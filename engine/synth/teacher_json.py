@@ -56,22 +56,31 @@ def extract_json(text: str) -> Any:
         except json.JSONDecodeError as e:
             first_error = first_error or f"the ```json block is not valid JSON: {e}"
     for source in (*fenced, text):
-        span = _balanced_span(source)
-        if span is None:
-            continue
-        try:
-            return json.loads(source[span[0]:span[1]])
-        except json.JSONDecodeError as e:
-            first_error = first_error or f"not valid JSON: {e}"
+        for start, end in _balanced_spans(source):
+            try:
+                return json.loads(source[start:end])
+            except json.JSONDecodeError as e:
+                first_error = first_error or f"not valid JSON: {e}"
     raise JSONExtractError(first_error or "no JSON object or array found in the reply")
 
 
-def _balanced_span(text: str) -> tuple[int, int] | None:
-    """Start and end of the first bracket-balanced {...} or [...] in `text`, skipping brackets inside strings."""
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return None
-    start = min(starts)
+def _balanced_spans(text: str, max_tries: int = 20) -> list[tuple[int, int]]:
+    """(start, end) of bracket-balanced {...} or [...] runs, in order of start, skipping brackets in strings.
+
+    Tries up to `max_tries` opening brackets, so prose like "a set {1}" before the JSON does not hide it.
+    """
+    spans: list[tuple[int, int]] = []
+    starts = [i for i, c in enumerate(text) if c in "{["][:max_tries]
+    for start in starts:
+        if spans and start < spans[-1][1]:
+            continue  # inside a span already found
+        end = _match(text, start)
+        if end is not None:
+            spans.append((start, end))
+    return spans
+
+
+def _match(text: str, start: int) -> int | None:
     depth, in_string, escaped = 0, False, False
     for i in range(start, len(text)):
         c = text[i]
@@ -89,7 +98,7 @@ def _balanced_span(text: str) -> tuple[int, int] | None:
         elif c in "}]":
             depth -= 1
             if depth == 0:
-                return start, i + 1
+                return i + 1
     return None
 
 

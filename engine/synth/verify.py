@@ -13,7 +13,7 @@ from engine.agent.episode import run_episode
 from engine.config import AgentConfig, SamplingConfig, SynthConfig
 from engine.protocols import ChatModel, Runtime, SandboxSpec
 from engine.synth.guards.difficulty import estimate_difficulty
-from engine.synth.guards.leaks import ceiling_check, probe_leaks
+from engine.synth.guards.leaks import probe_leaks
 from engine.synth.records import Provenance, Verification
 from engine.tasks.check import CheckReport, check_task
 from engine.tasks.folder import save_task
@@ -21,6 +21,12 @@ from engine.tasks.grading import TaskGrader
 from engine.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
+
+GUARD_PREFIX = "leak probe: "
+"""Problems found by the guards (leaks, ceilings): data or design faults that regeneration does not mend."""
+GUARD_ORDER = ("target_copy", "labels_in_workspace", "constant_at_ceiling", "baseline_at_ceiling")
+"""When several guards fire, the root cause first: a copied target also leaks labels; a grader that puts a
+constant at the ceiling puts the baseline there too."""
 
 
 def error_log(report: CheckReport | None, verification: Verification) -> str:
@@ -43,16 +49,12 @@ def verify_task(task: TaskSpec, runtime: Runtime, cfg: SynthConfig, *, policy: C
         v.baseline_validation, v.baseline_test = report.baseline.validation, report.baseline.test
     if report.constant is not None and report.constant.error is None:
         v.constant_test = report.constant.test
-    if v.problems:
-        return v, report
-    metric, direction = task.config.metric, task.config.direction
-    for reject in probe_leaks(task):
-        v.problems.append(f"leak probe: {reject.reason}: {reject.detail}")
-    if ceiling_check(metric, direction, v.baseline_validation.get(metric)):
-        v.problems.append(f"baseline_at_ceiling: the baseline already scores {v.baseline_validation[metric]} "
-                          f"{metric}; the task leaves no room to improve")
-    if v.constant_test is not None and ceiling_check(metric, direction, v.constant_test.get(metric)):
-        v.problems.append(f"constant_at_ceiling: a constant submission scores {v.constant_test[metric]} {metric}")
+    if v.baseline_validation is not None:
+        # leaks and ceilings first: they say why a task is unusable better than "the constant is not below"
+        scores = {"validation": v.baseline_validation, "test": v.baseline_test}
+        leaks = sorted(probe_leaks(task, constant_scores=v.constant_test, baseline_scores=scores),
+                       key=lambda r: GUARD_ORDER.index(r.reason) if r.reason in GUARD_ORDER else len(GUARD_ORDER))
+        v.problems[:0] = [f"{GUARD_PREFIX}{r.reason}: {r.detail}" for r in leaks]
     if v.problems:
         return v, report
     task = record_baseline(task, v)
@@ -60,6 +62,7 @@ def verify_task(task: TaskSpec, runtime: Runtime, cfg: SynthConfig, *, policy: C
         _episode(task, runtime, cfg, policy, run_id, v)
     else:
         v.verified = True
+    metric, direction = task.config.metric, task.config.direction
     v.difficulty = estimate_difficulty(direction, (v.baseline_validation or {}).get(metric), v.difficulty.teacher_best)
     return v, report
 

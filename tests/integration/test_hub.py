@@ -5,16 +5,18 @@ from __future__ import annotations
 import socket
 
 import pytest
+import requests
 from huggingface_hub import constants as hf_constants
 
 from engine.config import HubConfig
-from engine.errors import HubError
+from engine.errors import ConfigError, HubError
 from engine.synth.hub import HubDatasetValidator, describe_samples
 from engine.synth.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
 from engine.synth.records import DatasetProposal, ProposalRecord
 
 TOKEN_ENV = "SYNTHSCALE_TEST_HF_TOKEN"
 TOKEN = "hf_loopback_test_token"
+OTHER_TOKEN = "hf_loopback_other_token"
 
 IRIS = {
     "sepal_length": [5.1, 4.9, 6.3, 5.8, 7.1, 6.5, 5.0, 6.7],
@@ -31,7 +33,7 @@ def _datasets() -> dict[str, LoopbackDataset]:
     out = [
         LoopbackDataset(id="acme/toy-iris", files={"data/train-00000-of-00001.parquet": iris, "README.md": b"# iris"}),
         LoopbackDataset(id="acme/gated-iris", files={"train.csv": b"x,y\n1,0\n2,1\n"}, gated="manual",
-                        licence="cc-by-4.0"),
+                        licence="cc-by-4.0", access_tokens=frozenset({TOKEN})),
         LoopbackDataset(id="acme/secret", files={"train.csv": b"x,y\n1,0\n"}, private=True),
         LoopbackDataset(id="acme/gone", files={"train.csv": b"x,y\n1,0\n"}, disabled=True),
         LoopbackDataset(id="acme/pictures", files={"data/train-0.parquet": images}, licence=None,
@@ -43,7 +45,7 @@ def _datasets() -> dict[str, LoopbackDataset]:
 
 @pytest.fixture(scope="module")
 def hub():
-    with LoopbackHub(_datasets(), tokens={TOKEN}) as h:
+    with LoopbackHub(_datasets(), tokens={TOKEN, OTHER_TOKEN}) as h:
         yield h
 
 
@@ -55,6 +57,7 @@ def offline_home(tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
 def _cfg(hub: LoopbackHub, **kw) -> HubConfig:
@@ -130,6 +133,21 @@ def test_gated_with_token_is_accepted_and_token_never_logged(hub, monkeypatch, c
     assert TOKEN not in check.model_dump_json()
 
 
+def test_gated_with_a_token_not_granted_access_is_rejected(hub, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, OTHER_TOKEN)
+    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
+    assert (check.ok, check.reason) == (False, "gated")
+    assert "401 ExternalUnauthenticatedError" in check.detail
+    assert OTHER_TOKEN not in check.detail
+
+
+def test_a_token_the_hub_rejects_is_a_config_error(hub, monkeypatch):
+    monkeypatch.setenv(TOKEN_ENV, "hf_not_a_valid_token")
+    with pytest.raises(ConfigError, match=TOKEN_ENV) as err:
+        HubDatasetValidator(_cfg(hub)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
+    assert "hf_not_a_valid_token" not in str(err.value)
+
+
 def test_private_is_not_found_anonymously_and_private_with_token(hub, monkeypatch):
     anonymous = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/secret", ["x"], "y"))
     assert anonymous.reason == "not_found"
@@ -187,3 +205,16 @@ def test_unreachable_hub_raises_hub_error():
                     token_env=TOKEN_ENV, timeout_s=5)
     with pytest.raises(HubError, match="unreachable"):
         HubDatasetValidator(cfg).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
+
+
+def test_viewer_rows_pages_through_a_split_like_the_real_viewer(hub):
+    r = requests.get(f"{hub.viewer_url}/rows", params={"dataset": "acme/toy-iris", "config": "default",
+                                                       "split": "train", "offset": 6, "length": 5}, timeout=10)
+    body = r.json()
+    assert r.status_code == 200
+    assert body["num_rows_total"] == 8
+    assert body["rows"] == [
+        {"row_idx": 6, "row": {"sepal_length": 5.0, "petal_length": 1.5, "species": "setosa"}, "truncated_cells": []},
+        {"row_idx": 7, "row": {"sepal_length": 6.7, "petal_length": 4.4, "species": "versicolor"},
+         "truncated_cells": []},
+    ]

@@ -42,7 +42,8 @@ BENCHMARK_ALIASES: dict[str, BenchmarkEntry] = {
     "mnli": BenchmarkEntry(
         kind="dataset", tasks=("naturalLanguageInferenceMNLI",),
         hub_ids=("multi_nli", "nyu-mll/multi_nli", "glue/mnli", "nyu-mll/glue/mnli"),
-        aliases=("mnli", "multi_nli", "multinli", "multi-nli", "multi-genre nli", "multi genre natural language inference"),
+        aliases=("mnli", "multi_nli", "multinli", "multi-nli", "multi-genre nli",
+                 "multi genre natural language inference"),
     ),
     "mscoco": BenchmarkEntry(
         kind="dataset", tasks=("imageCaptioningCOCO",),

@@ -34,7 +34,7 @@ from engine.synth.guards.text import alias_spans, jaccard, shingles, squash
 from engine.synth.records import ProposalRecord, RejectRecord
 
 __all__ = [
-    "BENCHMARK_ALIASES", "BENCHMARK_DESCRIPTIONS", "ContaminationIndex", "check_contamination",
+    "BENCHMARK_ALIASES", "BENCHMARK_DESCRIPTIONS", "BENCHMARK_HUB_SPLITS", "ContaminationIndex", "check_contamination",
     "contamination_index_from_hub", "description_similarity", "match_dataset", "match_payoffs", "row_fingerprints",
 ]
 
@@ -43,7 +43,15 @@ log = logging.getLogger(__name__)
 ROW_HITS_MIN = 2  # this many sampled rows found in one benchmark dataset is a re-upload …
 ROW_HIT_SHARE_MIN = 0.5  # … and so is this share of the hashable sampled rows
 MIN_FINGERPRINT_CHARS = 16  # shorter rows ("0", "cat") are common to many datasets; they are not hashed
+LONG_CELL_CHARS = 48
 DESCRIPTION_SHINGLE_WORDS = 2
+# Where `contamination_index_from_hub` can read text benchmarks through the viewer (name → (hf_id, config, split)).
+# Image datasets are left out: the viewer serves images by URL, which says nothing about their pixels. These ids
+# are the public Hub names as we know them; check them online when building the index.
+BENCHMARK_HUB_SPLITS: dict[str, tuple[str, str | None, str]] = {
+    "mnli": ("nyu-mll/multi_nli", "default", "train"),
+    "fineweb": ("HuggingFaceFW/fineweb", "sample-10BT", "train"),
+}
 _MISSING = {"", "na", "nan", "none", "null", "n/a"}
 _SQUASHED = {name: {squash(a) for a in e.aliases} | {squash(i.split("/")[-1]) for i in e.hub_ids}
              for name, e in BENCHMARK_ALIASES.items()}
@@ -107,7 +115,8 @@ def row_fingerprints(row: Mapping[str, Any], *, min_chars: int = MIN_FINGERPRINT
     (the multiset matches every row an ordered tuple of values would, and also reordered columns). Besides the
     whole row, each leave-one-column-out multiset is hashed, so a re-upload that adds, drops or relabels one
     column (an extra index, the label as text) still matches. A multiset whose values total fewer than
-    `min_chars` characters is not hashed: short rows are shared by unrelated datasets.
+    `min_chars` characters is not hashed: short rows are shared by unrelated datasets. Each text cell of at least
+    `LONG_CELL_CHARS` characters is also hashed alone, so a text re-upload that keeps only some columns matches.
 
     >>> len(row_fingerprints({"a": "a long enough sentence", "b": 1}))  # whole row, and without b
     2
@@ -118,6 +127,9 @@ def row_fingerprints(row: Mapping[str, Any], *, min_chars: int = MIN_FINGERPRINT
     for vals in variants:
         if sum(len(v) for v in vals) >= min_chars:
             out.add(hashlib.sha256("\x1f".join(sorted(vals)).encode()).hexdigest()[:16])
+    for v in values:  # a long text cell (a premise, a document) identifies its row on its own
+        if len(v) >= LONG_CELL_CHARS:
+            out.add("c" + hashlib.sha256(v.encode()).hexdigest()[:15])
     return out
 
 
@@ -183,9 +195,10 @@ class ContaminationIndex:
                                 "contamination_index_from_hub (online) or unset the path") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArtifactError(f"{path}: not a JSON contamination index ({e}); rebuild it") from None
-        if not isinstance(data, dict) or data.get("version") != cls.VERSION or not isinstance(data.get("datasets"), dict):
-            raise ArtifactError(f"{path}: contamination index version {data.get('version') if isinstance(data, dict) else None!r}, "
-                                f"expected {cls.VERSION} with a 'datasets' mapping; rebuild it")
+        version = data.get("version") if isinstance(data, dict) else None
+        if version != cls.VERSION or not isinstance(data.get("datasets"), dict):
+            raise ArtifactError(f"{path}: contamination index version {version!r}, expected {cls.VERSION} "
+                                "with a 'datasets' mapping; rebuild it")
         return cls(data["datasets"], min_chars=int(data.get("min_chars", MIN_FINGERPRINT_CHARS)))
 
 
@@ -273,8 +286,9 @@ def _match_text(text: str, kinds: Sequence[str]) -> tuple[str, str] | None:
 def description_similarity(text: str) -> tuple[str, float]:
     """(the most similar benchmark task id, Jaccard of word bigrams with its description)."""
     mine = shingles(text, DESCRIPTION_SHINGLE_WORDS)
-    best = max(BENCHMARK_DESCRIPTIONS, key=lambda t: (jaccard(mine, shingles(BENCHMARK_DESCRIPTIONS[t], DESCRIPTION_SHINGLE_WORDS)), t))
-    return best, jaccard(mine, shingles(BENCHMARK_DESCRIPTIONS[best], DESCRIPTION_SHINGLE_WORDS))
+    scores = {t: jaccard(mine, shingles(d, DESCRIPTION_SHINGLE_WORDS)) for t, d in BENCHMARK_DESCRIPTIONS.items()}
+    best = max(sorted(scores), key=lambda t: scores[t])
+    return best, scores[best]
 
 
 def match_payoffs(payoffs: Payoffs) -> str | None:
@@ -296,9 +310,10 @@ def match_payoffs(payoffs: Payoffs) -> str | None:
     for game, ref in MLGYM_GAME_PAYOFFS.items():
         if len(ref) != len(matrix) or any(len(r) != len(ref[0]) for r in matrix) or len(matrix) > 6:
             continue
+        cells = [(i, j) for i in range(len(ref)) for j in range(len(ref[0]))]
         for rows in itertools.permutations(range(len(ref))):
             for cols in itertools.permutations(range(len(ref[0]))):
-                if all(abs(matrix[rows[i]][cols[j]] - ref[i][j]) < 1e-9 for i in range(len(ref)) for j in range(len(ref[0]))):
+                if all(abs(matrix[rows[i]][cols[j]] - ref[i][j]) < 1e-9 for i, j in cells):
                     return game
     return None
 
@@ -347,7 +362,8 @@ def _dataset_reason(p: ProposalRecord) -> tuple[str, str] | None:
     if p.dataset is not None:
         hit = match_dataset(p.dataset.hf_id, p.dataset.config)
         if hit:
-            return "contaminated_dataset", f"dataset {p.dataset.hf_id!r} is benchmark dataset {hit[0]} (alias {hit[1]!r})"
+            return "contaminated_dataset", (f"dataset {p.dataset.hf_id!r} is benchmark dataset {hit[0]} "
+                                            f"(alias {hit[1]!r})")
     hit = _match_text(f"{p.name}\n{p.description}", kinds=("dataset",))
     if hit:
         return "contaminated_dataset", f"the proposal names benchmark dataset {hit[0]} ({hit[1]!r})"

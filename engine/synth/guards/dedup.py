@@ -89,7 +89,8 @@ class Deduplicator:
             m.update(s.encode("utf-8"))
         return m
 
-    def find(self, proposal: ProposalRecord, starter_code: str = "", *, minhash: MinHash | None = None) -> Duplicate | None:
+    def find(self, proposal: ProposalRecord, starter_code: str = "", *,
+             minhash: MinHash | None = None) -> Duplicate | None:
         """The kept item this one duplicates (the earliest added when several match), or None."""
         kept = self._signatures.get(task_signature(proposal))
         if kept is not None:
