@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.config import RunConfig
 from engine.errors import BudgetExceededError, EngineError
 from engine.protocols import ChatModel
-from engine.synth.records import AttemptRecord, Provenance, ProposalRecord, RejectRecord, Verification
+from engine.synth.records import AttemptRecord, Provenance, ProposalRecord, RejectRecord, TopicRecord, Verification
 from engine.synth.verify import GUARD_PREFIX, error_log, verify_task, write_provenance
 from engine.tasks.folder import load_task, save_task
 
@@ -111,6 +111,16 @@ def procedural_item(item: Any, ctx: ItemContext) -> Outcome:
         out.rejects.append(RejectRecord(stage="verify", item_id=out.item_id, reason=reason_of(v),
                                         detail="; ".join(v.problems)[:2000]))
     return out
+
+
+def proposal_item(topic: TopicRecord, ctx: ItemContext) -> tuple[ProposalRecord | None, RejectRecord | None, float]:
+    """The teacher's task and dataset proposal for one topic."""
+    from engine.synth.proposals import propose_task
+
+    try:
+        return propose_task(ctx.teacher(), topic, key=f"proposal-{topic.topic_id}")
+    except BudgetExceededError as e:
+        return None, RejectRecord(stage="budget", item_id=topic.topic_id, reason="budget", detail=str(e)), 0.0
 
 
 def teacher_item(proposal: ProposalRecord, ctx: ItemContext) -> Outcome:

@@ -15,10 +15,10 @@ from typing import Any
 
 from engine.artifacts import begin_stage, write_config, write_manifest
 from engine.config import RunConfig
-from engine.errors import ConfigError
+from engine.errors import BudgetExceededError, ConfigError
 from engine.records import Manifest
 from engine.synth.executor import Executor, ThreadExecutor
-from engine.synth.items import ItemContext, Outcome, procedural_item, teacher_item
+from engine.synth.items import ItemContext, Outcome, procedural_item, proposal_item, teacher_item
 from engine.synth.records import ProposalRecord, RejectRecord, TopicRecord
 from engine.synth.tables import read_records, write_records
 
@@ -56,7 +56,7 @@ def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | 
         rejects += pre
         work, fn = [i for i in items if i.proposal.proposal_id in kept], procedural_item
     else:
-        topics, proposals, early, cost = _teacher_front(cfg, out, ctx)
+        topics, proposals, early, cost = _teacher_front(cfg, out, ctx, executor)
         rejects += early
         kept, pre = _preguard(cfg, [(p, "") for p in proposals])
         rejects += pre
@@ -89,32 +89,33 @@ def _final_rejects(out: Path) -> dict[str, RejectRecord]:
     return {r.item_id: r for r in read_records(out / "rejects.parquet", RejectRecord) if r.stage in item_stages}
 
 
-def _teacher_front(cfg: RunConfig, out: Path, ctx: ItemContext):
-    """Topics and proposals from the teacher, reusing those already written (resume)."""
-    from engine.synth.proposals import propose_task
+def _teacher_front(cfg: RunConfig, out: Path, ctx: ItemContext, executor: Executor):
+    """Topics, then one proposal per topic (fanned out), reusing those already written (resume)."""
     from engine.synth.topics import sample_topics
 
-    model = ctx.teacher()
     topics = read_records(out / "topics.parquet", TopicRecord)
     rejects: list[RejectRecord] = []
     cost = 0.0
     if len(topics) < cfg.synth.n_topics:
-        sampling = sample_topics(model, cfg.synth.n_topics, per_call=cfg.synth.topics_per_call,
-                                 seed=cfg.synth.seed, existing=topics)
-        topics, cost = sampling.topics, sampling.cost_usd
-        rejects += sampling.rejects
+        try:
+            sampling = sample_topics(ctx.teacher(), cfg.synth.n_topics, per_call=cfg.synth.topics_per_call,
+                                     seed=cfg.synth.seed, existing=topics)
+        except BudgetExceededError as e:
+            rejects.append(RejectRecord(stage="budget", item_id="topics", reason="budget", detail=str(e)))
+        else:
+            topics, cost = sampling.topics, sampling.cost_usd
+            rejects += sampling.rejects
         write_records(out / "topics.parquet", topics, TopicRecord)
     proposals = read_records(out / "proposals.parquet", ProposalRecord)
     done = {p.topic_id for p in proposals}
-    for topic in topics:
-        if topic.topic_id in done:
-            continue
-        proposal, reject, c = propose_task(model, topic, key=f"proposal-{topic.topic_id}")
+    for proposal, reject, c in executor.map(proposal_item, [t for t in topics if t.topic_id not in done], ctx):
         cost += c
         if proposal is not None:
             proposals.append(proposal)
         if reject is not None:
             rejects.append(reject)
+    order = {t.topic_id: i for i, t in enumerate(topics)}
+    proposals.sort(key=lambda p: order.get(p.topic_id, len(order)))  # completion order must not leak into ids
     return topics, proposals, rejects, cost
 
 
@@ -177,5 +178,9 @@ def _manifest(cfg, topics, proposals, outcomes, rejects, cost, wall_s) -> Manife
               "verified": sum(1 for o in outcomes if o.task_id)}
     iterations = Counter(o.iterations for o in outcomes if o.iterations)
     counts.update({f"debug_iterations:{k}": v for k, v in sorted(iterations.items())})
+    stopped = [r for r in rejects if r.stage == "budget"]
+    if stopped:  # say how far it got: the items the budget left undone are counted as rejects "budget"
+        counts["stopped_by_budget"] = len(stopped)
+        log.warning("run %s synth: budget spent; %d items left undone (%s)", cfg.run_id, len(stopped), stopped[0].detail)
     return Manifest(stage="synth", run_id=cfg.run_id, config_hash=cfg.config_hash(), counts=counts,
                     rejects=dict(Counter(r.reason for r in rejects)), cost_usd=cost, wall_time_s=wall_s)

@@ -207,3 +207,18 @@ def test_teacher_synthesis_meets_every_guard(tmp_path: Path, hub, monkeypatch) -
     assert not any(k.startswith(("topics", "proposal")) for k in teacher2.calls)
     assert not teacher2.calls  # verified tasks and final rejects are not tried again
     assert again.rejects == manifest.rejects
+
+
+def test_budget_stops_the_stage_cleanly_and_says_how_far_it_got(tmp_path: Path, hub, monkeypatch) -> None:
+    hub_server, _ = hub
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    teacher = ScriptedTeacher()
+    with ChatCompletionsServer(teacher) as server:
+        cfg = _config(tmp_path, hub_server, None, server.base_url)
+        cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"budget_usd": 1e-6, "concurrency": 1})})
+        manifest = run_synth(cfg, limiter=RateLimiter(cfg.synth.rate_limit, budget_usd=cfg.synth.budget_usd))
+    # the topics call spends the budget; every proposal after it is left undone and counted
+    assert not teacher.calls  # no proposal and no code was asked for
+    assert manifest.counts["topics"] == 7 and manifest.counts["proposals"] == 0 and manifest.counts["verified"] == 0
+    assert manifest.rejects == {"budget": 7} and manifest.counts["stopped_by_budget"] == 7
+    assert manifest.cost_usd > 0
