@@ -52,13 +52,13 @@ def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | 
         topics = [TopicRecord(topic_id=i.proposal.topic_id, topic=i.proposal.topic, domain=i.proposal.domain)
                   for i in items]
         proposals = [i.proposal for i in items]
-        kept, pre = _preguard(cfg, [(i.proposal, _starter_text(i.parts)) for i in items])
+        kept, pre = _preguard(cfg, [(i.proposal, _starter_text(i.parts), _payoffs(i)) for i in items])
         rejects += pre
         work, fn = [i for i in items if i.proposal.proposal_id in kept], procedural_item
     else:
         topics, proposals, early, cost = _teacher_front(cfg, out, ctx, executor)
         rejects += early
-        kept, pre = _preguard(cfg, [(p, "") for p in proposals])
+        kept, pre = _preguard(cfg, [(p, "", None) for p in proposals])
         rejects += pre
         work, fn = [p for p in proposals if p.proposal_id in kept], teacher_item
     write_records(out / "topics.parquet", topics, TopicRecord)
@@ -119,7 +119,7 @@ def _teacher_front(cfg: RunConfig, out: Path, ctx: ItemContext, executor: Execut
     return topics, proposals, rejects, cost
 
 
-def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str]]) -> tuple[set[str], list[RejectRecord]]:
+def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str, Any]]) -> tuple[set[str], list[RejectRecord]]:
     """Cheap guards before any sandbox work: contamination by name/description, near-duplicates."""
     from engine.synth.guards.contamination import check_contamination
     from engine.synth.guards.dedup import Deduplicator
@@ -127,8 +127,9 @@ def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str]]) -> tuple[
     dedup = Deduplicator(cfg.synth.dedup_threshold, seed=cfg.synth.seed)
     kept: set[str] = set()
     rejects: list[RejectRecord] = []
-    for proposal, starter in items:
-        reject = check_contamination(proposal, None, None, description_overlap_max=cfg.synth.description_overlap_max)
+    for proposal, starter, payoffs in items:
+        reject = check_contamination(proposal, None, None, description_overlap_max=cfg.synth.description_overlap_max,
+                                     payoffs=payoffs)
         if reject is None:
             reject = _dedup_reject(dedup, proposal.proposal_id, proposal, starter)
         if reject is None:
@@ -165,6 +166,15 @@ def _dedup_reject(dedup, item_id: str, proposal: ProposalRecord, starter: str) -
                             detail=f"{item_id} duplicates {twin.kept_id} (similarity {twin.similarity:.2f})")
     dedup.add(item_id, proposal, starter)
     return None
+
+
+def _payoffs(item) -> Any:
+    """A game's payoff matrix (the row player's), so the guard can refuse MLGym's games under any labels."""
+    if item.family != "matrix_games":
+        return None
+    from engine.synth.procedural import matrix_games
+
+    return matrix_games.payoffs(item.params["kind"], tuple(item.params["payoffs"]))[0]
 
 
 def _starter_text(parts) -> str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from engine.errors import TaskError
 from engine.tasks.folder import TaskParts, dump_yaml
@@ -27,6 +30,11 @@ class Family:
     build: Callable[[Params], TaskParts]
     count: Callable[[], int]
     topic: str
+
+
+def statsmodels_data(name: str) -> pd.DataFrame:
+    """A copy of statsmodels' bundled dataset `name` (imports only that module: statsmodels.api is slow)."""
+    return importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data.copy()
 
 
 def params_key(family: str, params: Params) -> str:

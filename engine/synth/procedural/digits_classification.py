@@ -1,4 +1,4 @@
-"""Family digits_classification: 8x8 handwritten-digit images (scikit-learn's bundled `load_digits`) as pixel columns."""
+"""Family digits_classification: 8x8 handwritten digits (scikit-learn's bundled `load_digits`) as pixel columns."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from engine.synth.procedural.common import Family, Params, rng_for, task_id
-from engine.synth.procedural.tabular import CsvTask, build_csv_task, csv_description, split_frame
+from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
 from engine.tasks.folder import TaskParts
 
 NAME = "digits_classification"
@@ -42,11 +42,13 @@ CANDIDATES = [
 
 def space(rng: random.Random) -> Params:
     return {"classes": rng.choice(sorted(CLASS_SETS)), "train_size": rng.choice(TRAIN_SIZES),
-            "noise": rng.choice(NOISE_LEVELS), "metric": rng.choice(METRICS), "baseline": rng.choice(sorted(BASELINES))}
+            "noise": rng.choice(NOISE_LEVELS), "metric": rng.choice(METRICS), "baseline": rng.choice(sorted(BASELINES)),
+            "constraint": rng.choice(sorted(CONSTRAINTS))}
 
 
 def count() -> int:
-    return len(CLASS_SETS) * len(TRAIN_SIZES) * len(NOISE_LEVELS) * len(METRICS) * len(BASELINES)
+    return (len(CLASS_SETS) * len(TRAIN_SIZES) * len(NOISE_LEVELS) * len(METRICS) * len(BASELINES)
+            * len(CONSTRAINTS))
 
 
 def _frame(classes: list[int], noise: float, gen: np.random.Generator) -> pd.DataFrame:
@@ -79,10 +81,13 @@ def build(params: Params) -> TaskParts:
     text = (f"Recognise handwritten digits among {classes} from 8x8 images given as 64 pixel columns, with only "
             f"{len(split.train)} labelled training images." + (" The images are noisy." if params["noise"] else ""))
     return build_csv_task(CsvTask(
-        tid=task_id(NAME, params), name=f"digits {params['classes']} ({params['metric']})",
-        description=csv_description(text, TARGET, params["metric"], f"The baseline uses {base[2]}.\n"),
+        tid=task_id(NAME, params), name=(f"digits {params['classes']} ({params['metric']}, {params['train_size']} train, "
+                                             f"noise {params['noise']:g}, "
+              f"{params['baseline']} baseline, {params['constraint']} constraint)"),
+        description=csv_description(text, TARGET, params["metric"], f"The baseline uses {base[2]}.\n",
+                                    params["constraint"]),
         dataset_name="digits", dataset_description=docs, target=TARGET, classes=classes, metric=params["metric"],
-        split=split, baseline=base, candidates=CANDIDATES, what="classifier"))
+        split=split, baseline=base, candidates=CANDIDATES, what="classifier", constraint=params["constraint"]))
 
 
 FAMILY = Family(name=NAME, domain="vision", task_type="image-classification", space=space, build=build, count=count,

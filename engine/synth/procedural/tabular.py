@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Candidate, heuristic_yaml, improving_chain, local_dataset, task_config
+from engine.errors import TaskError
+from engine.synth.procedural.common import (Candidate, better, heuristic_yaml, improving_chain, local_dataset,
+                                            task_config)
 from engine.tasks.folder import TaskParts
 
 # The metric functions, written once: embedded in every grader and executed here to score candidate moves.
@@ -129,6 +132,20 @@ print(f"wrote submission.csv: {{len(submission)}} rows")
 '''
 
 
+_ENSEMBLES = ("Forest", "Boosting", "ExtraTrees", "Bagging", "Stacking", "Voting")
+# name -> (the constraint as the agent reads it, which candidate expressions respect it)
+CONSTRAINTS: dict[str, tuple[str, Callable[[str], bool]]] = {
+    "none": ("", lambda expr: True),
+    "interpretable": ("CONSTRAINT: the final model must stay interpretable: a single decision tree of depth at most 8 "
+                      "or a linear model (feature scaling and selection are allowed; no ensembles, no kernels, no "
+                      "nearest neighbours).",
+                      lambda expr: "DecisionTree" in expr or "Logistic" in expr or "Ridge" in expr),
+    "no_ensembles": ("CONSTRAINT: do not use ensembles of models (no random forests, boosting, bagging, stacking or "
+                     "voting); one model, with any preprocessing, must make the predictions.",
+                     lambda expr: not any(word in expr for word in _ENSEMBLES)),
+}
+
+
 def model_block(imports: list[str], expr: str, what: str) -> str:
     """The editable block of a baseline: its sklearn imports and `make_model`."""
     head = "\n".join(sorted(imports))
@@ -157,8 +174,8 @@ def split_frame(frame: pd.DataFrame, target: str, train_fraction: float, rng: np
                  test[["id", target]])
 
 
-def score_block(block: str, split: Split, target: str, metric: str) -> float:
-    """Fit the block's `make_model()` on train and score it on validation, as the baseline and grader would."""
+def fit_predict(block: str, split: Split, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Fit the block's `make_model()` on train, as the baseline does; its validation and test predictions."""
     ns: dict = {}
     exec(block, ns)  # noqa: S102 - our own candidate code
     features = [c for c in split.train.columns if c != target]
@@ -166,8 +183,24 @@ def score_block(block: str, split: Split, target: str, metric: str) -> float:
         warnings.simplefilter("ignore")
         model = ns["make_model"]()
         model.fit(split.train[features], split.train[target])
-        pred = model.predict(split.validation[features])
-    return METRIC_FNS[metric](split.labels_validation[target].to_numpy(), pred)
+        # One predict call over validation then test rows, as the baseline makes it (batching can break ties).
+        pred = model.predict(pd.concat([split.validation, split.test], ignore_index=True)[features])
+    return pred[:len(split.validation)], pred[len(split.validation):]
+
+
+def score_block(block: str, split: Split, target: str, metric: str) -> float:
+    """The block's validation metric."""
+    return METRIC_FNS[metric](split.labels_validation[target].to_numpy(), fit_predict(block, split, target)[0])
+
+
+def check_constant(block: str, split: Split, target: str, metric: str) -> None:
+    """TaskError unless the baseline beats, on test, the constant submission `task check` makes from it (every row
+    predicted as its first row, the first validation row)."""
+    val, test = fit_predict(block, split, target)
+    truth = split.labels_test[target].to_numpy()
+    fn = METRIC_FNS[metric]
+    if not better(fn(truth, test), fn(truth, np.full(len(truth), val[0])), DIRECTIONS[metric]):
+        raise TaskError(f"a constant submission scores at least as well as the baseline on test ({metric}); no task")
 
 
 def mistakes(target: str) -> list[dict[str, str]]:
@@ -195,6 +228,7 @@ class CsvTask:
     baseline: tuple[list[str], str, str]  # imports, expression, label
     candidates: list[tuple[list[str], str, str]]
     what: str = "model"
+    constraint: str = "none"
 
 
 def build_csv_task(t: CsvTask) -> TaskParts:
@@ -202,8 +236,11 @@ def build_csv_task(t: CsvTask) -> TaskParts:
     direction = DIRECTIONS[t.metric]
     base_block = model_block(t.baseline[0], t.baseline[1], t.what)
     base = Candidate(t.baseline[2], base_block, score_block(base_block, t.split, t.target, t.metric))
+    check_constant(base_block, t.split, t.target, t.metric)
     cands = []
     for imports, expr, label in t.candidates:
+        if not CONSTRAINTS[t.constraint][1](expr):
+            continue
         block = model_block(imports, expr, t.what)
         cands.append(Candidate(label, block, score_block(block, t.split, t.target, t.metric)))
     chain = improving_chain(base, cands, direction)
@@ -227,7 +264,7 @@ def build_csv_task(t: CsvTask) -> TaskParts:
     )
 
 
-def csv_description(task_text: str, target: str, metric: str, extra: str = "") -> str:
+def csv_description(task_text: str, target: str, metric: str, extra: str = "", constraint: str = "none") -> str:
     """The agent's task text for a CSV task: goal, data docs, baseline, submission format, metric and direction."""
     direction = "Higher is better" if DIRECTIONS[metric] == "max" else "Lower is better"
     words = {"accuracy": "accuracy (share of rows labelled correctly)",
@@ -236,7 +273,7 @@ def csv_description(task_text: str, target: str, metric: str, extra: str = "") -
     return (f"{task_text}\n\n{{dataset_docs}}\n\n"
             f"The workspace holds baseline.py, a weak baseline that trains on data/train.csv and writes "
             f"submission.csv. Improve it to {'raise' if DIRECTIONS[metric] == 'max' else 'lower'} the {words}.\n"
-            f"{extra}\n"
+            f"{extra}{CONSTRAINTS[constraint][0] + chr(10) if CONSTRAINTS[constraint][0] else ''}\n"
             f"SUBMISSION FORMAT: a file submission.csv in the workspace with columns id,{target} and one row for "
             f"every row of data/validation.csv AND data/test.csv. `validate` reports {metric} on the validation rows; "
             f"the final score is {metric} on the held-out test rows. {direction}.\n")

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Family, Params, rng_for, task_id
-from engine.synth.procedural.tabular import CsvTask, build_csv_task, csv_description, split_frame
+from engine.synth.procedural.common import Family, Params, rng_for, statsmodels_data, task_id
+from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
 from engine.tasks.folder import TaskParts
 
 NAME = "tabular_classification"
@@ -30,9 +30,7 @@ def _sklearn(loader: str) -> Callable[[], pd.DataFrame]:
 
 def _statsmodels(name: str, make: Callable[[pd.DataFrame], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
     def load() -> pd.DataFrame:
-        import statsmodels.api as sm
-
-        return make(getattr(sm.datasets, name).load_pandas().data.copy())
+        return make(statsmodels_data(name))
 
     return load
 
@@ -113,11 +111,13 @@ CANDIDATES = [
 def space(rng: random.Random) -> Params:
     return {"dataset": rng.choice(sorted(DATASETS)), "metric": rng.choice(METRICS),
             "train_fraction": rng.choice(TRAIN_FRACTIONS), "noise_columns": rng.choice(NOISE_COLUMNS),
-            "baseline": rng.choice(sorted(BASELINES))}
+            "baseline": rng.choice(sorted(BASELINES)),
+            "constraint": rng.choice(sorted(CONSTRAINTS))}
 
 
 def count() -> int:
-    return len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
+    return (len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
+            * len(CONSTRAINTS))
 
 
 def add_noise_columns(frame: pd.DataFrame, k: int, rng: np.random.Generator, target: str) -> pd.DataFrame:
@@ -152,10 +152,13 @@ def build(params: Params) -> TaskParts:
             + (" Some columns carry no signal." if params["noise_columns"] else ""))
     extra = f"The baseline uses {base[2]}. Labels are the integers {classes}.\n"
     return build_csv_task(CsvTask(
-        tid=tid, name=f"{params['dataset']} classification ({params['metric']})",
-        description=csv_description(text, TARGET, params["metric"], extra), dataset_name=params["dataset"],
+        tid=tid, name=(f"{params['dataset']} classification ({params['metric']}, "
+                       f"{int(params['train_fraction'] * 100)}% train, "
+              f"{params['noise_columns']} aux columns, {params['baseline']} baseline, {params['constraint']} constraint)"),
+        description=csv_description(text, TARGET, params["metric"], extra, params["constraint"]),
+        dataset_name=params["dataset"],
         dataset_description=docs, target=TARGET, classes=classes, metric=params["metric"], split=split,
-        baseline=base, candidates=CANDIDATES, what="classifier"))
+        baseline=base, candidates=CANDIDATES, what="classifier", constraint=params["constraint"]))
 
 
 FAMILY = Family(name=NAME, domain="tabular", task_type="classification", space=space, build=build, count=count,

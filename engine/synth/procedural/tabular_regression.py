@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Family, Params, rng_for, task_id
-from engine.synth.procedural.tabular import CsvTask, build_csv_task, csv_description, split_frame
+from engine.synth.procedural.common import Family, Params, rng_for, statsmodels_data, task_id
+from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
 from engine.synth.procedural.tabular_classification import add_noise_columns
 from engine.tasks.folder import TaskParts
 
@@ -18,9 +18,7 @@ TARGET = "target"
 
 
 def _sm(name: str) -> pd.DataFrame:
-    import statsmodels.api as sm
-
-    return getattr(sm.datasets, name).load_pandas().data.copy()
+    return statsmodels_data(name)
 
 
 def _with_target(frame: pd.DataFrame, column: str, drop: tuple[str, ...] = ()) -> pd.DataFrame:
@@ -110,11 +108,13 @@ CANDIDATES = [
 def space(rng: random.Random) -> Params:
     return {"dataset": rng.choice(sorted(DATASETS)), "metric": rng.choice(METRICS),
             "train_fraction": rng.choice(TRAIN_FRACTIONS), "noise_columns": rng.choice(NOISE_COLUMNS),
-            "baseline": rng.choice(sorted(BASELINES))}
+            "baseline": rng.choice(sorted(BASELINES)),
+            "constraint": rng.choice(sorted(CONSTRAINTS))}
 
 
 def count() -> int:
-    return len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
+    return (len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
+            * len(CONSTRAINTS))
 
 
 def build(params: Params) -> TaskParts:
@@ -135,10 +135,14 @@ def build(params: Params) -> TaskParts:
             f"columns, with {int(params['train_fraction'] * 100)}% of the rows available for training."
             + (" Some columns carry no signal." if params["noise_columns"] else ""))
     return build_csv_task(CsvTask(
-        tid=task_id(NAME, params), name=f"{params['dataset']} regression ({params['metric']})",
-        description=csv_description(text, TARGET, params["metric"], f"The baseline uses {base[2]}.\n"),
+        tid=task_id(NAME, params), name=(f"{params['dataset']} regression ({params['metric']}, "
+                                         f"{int(params['train_fraction'] * 100)}% train, "
+              f"{params['noise_columns']} aux columns, {params['baseline']} baseline, {params['constraint']} constraint)"),
+        description=csv_description(text, TARGET, params["metric"], f"The baseline uses {base[2]}.\n",
+                                    params["constraint"]),
         dataset_name=params["dataset"], dataset_description=docs, target=TARGET, classes=None,
-        metric=params["metric"], split=split, baseline=base, candidates=CANDIDATES, what="regressor"))
+        metric=params["metric"], split=split, baseline=base, candidates=CANDIDATES, what="regressor",
+        constraint=params["constraint"]))
 
 
 FAMILY = Family(name=NAME, domain="tabular", task_type="regression", space=space, build=build, count=count,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from engine.errors import TaskError
 from engine.synth.procedural.common import (Candidate, Family, Params, heuristic_yaml, improving_chain, local_dataset,
-                                            rng_for, task_config, task_id)
+                                            rng_for, statsmodels_data, task_config, task_id)
 from engine.synth.procedural.tabular import GRADER, METRIC_SRC
 from engine.tasks.folder import TaskParts
 
@@ -20,9 +20,7 @@ Series = tuple[np.ndarray, list[str]]
 
 
 def _sm(name: str) -> pd.DataFrame:
-    import statsmodels.api as sm
-
-    return getattr(sm.datasets, name).load_pandas().data.copy()
+    return statsmodels_data(name)
 
 
 def _yearly(name: str, column: str) -> Callable[[], Series]:
@@ -42,6 +40,13 @@ def _quarterly(name: str, column: str) -> Callable[[], Series]:
 def _co2() -> Series:
     monthly = _sm("co2")["co2"].resample("MS").mean().interpolate()
     return monthly.to_numpy(float), [d.strftime("%Y-%m") for d in monthly.index]
+
+
+def _danish(column: str) -> Callable[[], Series]:
+    def load() -> Series:
+        df = _sm("danish_data")
+        return df[column].to_numpy(float), [f"{d.year}-Q{(d.month - 1) // 3 + 1}" for d in df.index]
+    return load
 
 
 def _elnino() -> Series:
@@ -67,9 +72,15 @@ SERIES: dict[str, tuple[Callable[[], Series], int, str]] = {
 }
 for _col, _what in (("realgdp", "real GDP"), ("realcons", "real personal consumption"), ("cpi", "the consumer "
                     "price index"), ("unemp", "the unemployment rate (%)"), ("tbilrate", "the 3-month treasury bill "
-                    "rate (%)"), ("infl", "the inflation rate (%)"), ("m1", "the M1 money stock")):
+                    "rate (%)"), ("infl", "the inflation rate (%)"), ("m1", "the M1 money stock"),
+                   ("realinv", "real private investment"), ("realgovt", "real government spending"),
+                   ("realdpi", "real disposable income"), ("pop", "population (millions)")):
     SERIES[f"macro_{_col}"] = (_quarterly("macrodata", _col), 4, f"quarterly US {_what}, 1959-2009 "
                                "(statsmodels' `macrodata`)")
+for _col, _what in (("lrm", "log real money (M2)"), ("lry", "log real income"), ("lpy", "log price deflator"),
+                   ("ibo", "bond rate"), ("ide", "bank deposit rate")):
+    SERIES[f"danish_{_col}"] = (_danish(_col), 4, f"the quarterly Danish {_what}, 1974-1987 (statsmodels' "
+                                "`danish_data`)")
 HORIZONS = {12: (6, 12, 24), 4: (4, 8, 12), 11: (5, 10, 20), 1: (5, 10, 20)}
 HORIZON_CHOICES = ("short", "medium", "long")
 ORIGINS = (0, 1)  # how many horizons before the end of the series the forecast window ends
@@ -84,6 +95,11 @@ BASELINES = {
               "def forecast(history, steps):\n    \"\"\"Predict the next `steps` values after `history`.\"\"\"\n"
               "    slope = (history[-1] - history[0]) / (len(history) - 1)\n"
               "    return history[-1] + slope * np.arange(1, steps + 1)\n"),
+    "season_mean": ("the average value at each seasonal position over the whole history",
+                    "def forecast(history, steps):\n    \"\"\"Predict the next `steps` values after `history`.\"\"\"\n"
+                    "    phase = np.arange(len(history)) % PERIOD\n"
+                    "    profile = np.array([history[phase == k].mean() for k in range(PERIOD)])\n"
+                    "    return profile[np.arange(len(history), len(history) + steps) % PERIOD]\n"),
 }
 _HEAD = "def forecast(history, steps):\n    \"\"\"Predict the next `steps` values after `history`.\"\"\"\n"
 CANDIDATES = [
@@ -179,7 +195,7 @@ def build(params: Params) -> TaskParts:
     first = _forecast(base_block, history, 2 * h, period)
     gen = np.random.default_rng(rng_for(NAME, params).getrandbits(32))
     ids = gen.permutation(2 * h)
-    if fns[metric](future[h:], np.full(h, first[int(np.argmin(ids))])) <= score(base_block, slice(h, 2 * h)):
+    if fns[metric](future[h:], np.full(h, first[0])) <= score(base_block, slice(h, 2 * h)):
         raise TaskError(f"{params}: a constant forecast beats the baseline on the test window; no task")
     chain = improving_chain(base, [Candidate(n, b, score(b, slice(0, h))) for n, b in CANDIDATES], "min")
     t = np.arange(len(values))
@@ -205,7 +221,8 @@ def build(params: Params) -> TaskParts:
         f"of data/validation.csv AND data/test.csv. `validate` reports {metric} on the validation window (steps 1 to "
         f"{h}); the final score is {metric} on the held-out test window (steps {h + 1} to {2 * h}). Lower is better.\n")
     return TaskParts(
-        config=task_config(tid, f"{params['series']} forecast, {2 * h} steps ({metric})", description, metric=metric,
+        config=task_config(tid, f"{params['series']} forecast, {2 * h} steps from {dates[cut - 1]} "
+                                f"({metric}, {params['baseline']} baseline)", description, metric=metric,
                            direction="min", starter=["baseline.py"], requirements=["numpy", "pandas", "scikit-learn"]),
         datasets=[local_dataset(params["series"], docs)],
         workspace={"baseline.py": BASELINE.format(tid=tid, period=period, block=base_block),
