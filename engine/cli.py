@@ -33,7 +33,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
 @app.command()
 def episode(
     task: list[Path] = typer.Option(..., "--task", help="Task folder, or a folder of task folders (repeatable)."),
-    out: Path = typer.Option(..., "--out", help="Run directory; trajectories go to OUT/rollouts/."),
+    out: str = typer.Option(..., "--out", help="Run directory (a path or s3://…); trajectories go to OUT/rollouts/."),
     policy: str = typer.Option(
         "heuristic", help="heuristic (the offline scripted policy, for tests and demos; not a teacher) or openai "
                           "(any OpenAI-compatible endpoint)."),
@@ -79,7 +79,7 @@ def run(config: Path = typer.Option(..., help="RunConfig YAML."),
 
 @app.command()
 def synth(config: Optional[Path] = typer.Option(None, help="RunConfig YAML (its `synth` section)."),
-          run: Optional[Path] = typer.Option(None, "--run", help="Run directory; tasks go to RUN/synth/tasks/."),
+          run: Optional[str] = typer.Option(None, "--run", help="Run directory; tasks go to RUN/synth/tasks/."),
           source: Optional[str] = typer.Option(None, help="teacher (an LLM) or procedural (offline catalogue)."),
           n: Optional[int] = typer.Option(None, "-n", help="Tasks to draw (procedural) or topics (teacher)."),
           ray_address: Optional[str] = typer.Option(None, "--ray", help="Fan out on Ray: 'auto', 'local' or an address."),
@@ -91,7 +91,7 @@ def synth(config: Optional[Path] = typer.Option(None, help="RunConfig YAML (its 
         cfg = build_config(config, None)
         update: dict = {}
         if run is not None:
-            update.update(run_dir=str(run), run_id=run.name or "run")
+            update.update(run_dir=run, run_id=run.rstrip("/").rsplit("/", 1)[-1] or "run")
         synth_update = {k: v for k, v in (("source", source),) if v is not None}
         if n is not None:
             synth_update["n_tasks" if (source or cfg.synth.source) == "procedural" else "n_topics"] = n

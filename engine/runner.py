@@ -23,7 +23,7 @@ class EpisodeOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     tasks: list[Path] | None = None
-    out: Path | None = None
+    out: str | None = None
     policy: Literal["heuristic", "openai"] | None = None
     model: str | None = None
     base_url: str | None = None
@@ -40,8 +40,8 @@ def build_config(config_path: Path | None, overrides: EpisodeOverrides | None) -
     o = overrides
     data = cfg.model_dump()
     if o.out is not None:
-        data["run_dir"] = str(o.out)
-        data["run_id"] = o.out.name or "run"
+        data["run_dir"] = o.out
+        data["run_id"] = o.out.rstrip("/").rsplit("/", 1)[-1] or "run"
     if o.tasks:
         data["episodes"]["tasks"] = [str(t) for t in o.tasks]
     for key, value in (("episodes_per_task", o.n), ("seed", o.seed)):
