@@ -184,6 +184,7 @@ class _HTTPServer(ThreadingHTTPServer):
     """Tracks open connections, so that stopping also ends keep-alive connections a client still holds."""
 
     daemon_threads = True
+    request_queue_size = 256  # the listen backlog: many workers connect at once (socketserver's default is 5)
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         super().__init__(address, handler)

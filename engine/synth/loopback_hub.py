@@ -75,6 +75,11 @@ class _Repo:
     main: str
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many synthesis workers connect at once (socketserver's default backlog is 5)
+
+
 class LoopbackHub:
     """A real HTTP server in a background thread; `with LoopbackHub({...}) as hub: hub.endpoint`."""
 
@@ -87,7 +92,7 @@ class LoopbackHub:
             self._repos[ds.id] = _Repo(meta=ds, revisions={sha: dict(ds.files)}, main=sha)
         self.tokens = set(tokens or ())
         self.requests: list[tuple[str, str]] = []
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = _Server((host, port), _make_handler(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
