@@ -180,17 +180,28 @@ def _teacher_item(proposal: ProposalRecord, ctx: ItemContext, out: Outcome, task
             return out
         if result.verification is not None and any(p.startswith(GUARD_PREFIX) for p in result.verification.problems):
             result.attempt.decision = "discard"  # a leak or a ceiling: the task itself is unusable
+            _keep_discarded(ctx, task_id, proposal, grounding, attempts, result.verification)
             shutil.rmtree(staging, ignore_errors=True)
             out.rejects.append(RejectRecord(stage="guard", item_id=out.item_id, reason=reason_of(result.verification),
                                             detail="; ".join(result.verification.problems)[:2000]))
             return out
         previous, log_text = result.code or previous, result.attempt.error_log
         result.attempt.decision = ("debug" if i + 1 < cfg.max_iterations else "discard")
+    _keep_discarded(ctx, task_id, proposal, grounding, attempts, None)
     shutil.rmtree(staging, ignore_errors=True)
     last = attempts[-1].error_log.splitlines()[0][:300] if attempts and attempts[-1].error_log else ""
     out.rejects.append(RejectRecord(stage="verify", item_id=out.item_id, reason="discarded_after_k",
                                     detail=f"{len(attempts)} attempts failed; last: {last}"))
     return out
+
+
+def _keep_discarded(ctx: ItemContext, task_id: str, proposal: ProposalRecord, grounding, attempts: list[AttemptRecord],
+                    verification: Verification | None) -> None:
+    """A discarded task's provenance (every attempt, error log and decision) stays in synth/discarded/."""
+    folder = ctx.tasks_dir.parent / "discarded" / task_id
+    folder.mkdir(parents=True, exist_ok=True)
+    write_provenance(folder, Provenance(source="teacher", proposal=proposal, dataset_check=grounding.check,
+                                        attempts=attempts, verification=verification))
 
 
 class _AttemptResult(BaseModel):

@@ -194,6 +194,9 @@ def test_teacher_synthesis_meets_every_guard(tmp_path: Path, hub, monkeypatch) -
     assert prov["verification"]["verified"] and prov["dataset_check"]["revision"]
     assert spec.baseline["accuracy"] == prov["verification"]["baseline_validation"]["accuracy"]
     assert not any((spec.workspace_dir / "data").glob("labels_*")) and (spec.grader_dir / "labels_test.csv").is_file()
+    discarded = json.loads(next((synth / "discarded").glob("humidity-based-rain-detection-*/provenance.json")).read_text())
+    assert [a["decision"] for a in discarded["attempts"]] == ["debug", "discard"]
+    assert all("DecisionTreeClasifier" in a["error_log"] for a in discarded["attempts"])
     c = manifest.counts
     assert (c["topics"], c["proposals"], c["dataset_checked"], c["generated"], c["verified"]) == (7, 7, 4, 4, 1)
     assert (c["debug_iterations:1"], c["debug_iterations:2"]) == (2, 2) and manifest.cost_usd > 0
