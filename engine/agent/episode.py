@@ -12,7 +12,7 @@ from engine.agent.history import build_prompt
 from engine.agent.parser import FormatError, parse_response
 from engine.agent.scoring import EpisodeScorer
 from engine.config import AgentConfig, SamplingConfig
-from engine.errors import BudgetExceededError, ModelError, SandboxError
+from engine.errors import BudgetExceededError, GradingError, ModelError, SandboxError, TaskError
 from engine.prompting import render
 from engine.protocols import ChatModel, Completion, Message, SampleKey, SamplingParams, Sandbox
 from engine.records import HistoryConfig, ScoreRecord, StepRecord, TrajectoryRecord
@@ -170,5 +170,5 @@ def _training_timeout(task: TaskSpec, cfg: AgentConfig) -> float:
 def _artefact_hint(task: TaskSpec) -> str | None:
     try:
         return resolve_artefact(task, [])
-    except Exception:  # ModelSubmission tasks name their artefact only once it exists
+    except (TaskError, GradingError):  # ModelSubmission tasks name their artefact only once it exists
         return None

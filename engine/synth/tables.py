@@ -6,7 +6,8 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import TypeVar
+from types import UnionType
+from typing import TypeVar, Union, get_args, get_origin
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,5 +54,10 @@ def read_records(path: Path, model: type[R]) -> list[R]:
 
 
 def _is_nested(annotation: object) -> bool:
-    text = str(annotation)
-    return any(k in text for k in ("list", "dict", "Record", "Proposal", "Check"))
+    """Whether a field holds lists, dicts or records (stored as JSON text), looking through `X | None`."""
+    origin = get_origin(annotation)
+    if origin in (list, dict):
+        return True
+    if origin in (Union, UnionType):
+        return any(_is_nested(a) for a in get_args(annotation) if a is not type(None))
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
