@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,20 @@ class Family:
     build: Callable[[Params], TaskParts]
     count: Callable[[], int]
     topic: str
+
+
+def grid_space(rng: random.Random, grid: dict[str, Sequence[Any]]) -> Params:
+    """One value per axis of `grid`, drawn in the grid's order (so draws stay reproducible).
+
+    >>> grid_space(random.Random(0), {"a": [1, 2], "b": ["x"]})
+    {'a': 2, 'b': 'x'}
+    """
+    return {axis: rng.choice(values) for axis, values in grid.items()}
+
+
+def grid_count(grid: dict[str, Sequence[Any]]) -> int:
+    """Distinct parameterisations of a grid (before builds that fail their checks are skipped)."""
+    return math.prod(len(values) for values in grid.values())
 
 
 def statsmodels_data(name: str) -> pd.DataFrame:

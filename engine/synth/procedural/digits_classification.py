@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Family, Params, rng_for, task_id
+from engine.synth.procedural.common import Family, Params, grid_count, grid_space, rng_for, task_id
 from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
 from engine.tasks.folder import TaskParts
 
@@ -38,17 +38,16 @@ CANDIDATES = [
     (["from sklearn.ensemble import RandomForestClassifier"], "RandomForestClassifier(n_estimators=200, random_state=0)",
      "a random forest"),
 ]
+GRID = {"classes": sorted(CLASS_SETS), "train_size": TRAIN_SIZES, "noise": NOISE_LEVELS, "metric": METRICS,
+        "baseline": sorted(BASELINES), "constraint": sorted(CONSTRAINTS)}
 
 
 def space(rng: random.Random) -> Params:
-    return {"classes": rng.choice(sorted(CLASS_SETS)), "train_size": rng.choice(TRAIN_SIZES),
-            "noise": rng.choice(NOISE_LEVELS), "metric": rng.choice(METRICS), "baseline": rng.choice(sorted(BASELINES)),
-            "constraint": rng.choice(sorted(CONSTRAINTS))}
+    return grid_space(rng, GRID)
 
 
 def count() -> int:
-    return (len(CLASS_SETS) * len(TRAIN_SIZES) * len(NOISE_LEVELS) * len(METRICS) * len(BASELINES)
-            * len(CONSTRAINTS))
+    return grid_count(GRID)
 
 
 def _frame(classes: list[int], noise: float, gen: np.random.Generator) -> pd.DataFrame:

@@ -132,6 +132,9 @@ print(f"wrote submission.csv: {{len(submission)}} rows")
 '''
 
 
+SCALED = ["from sklearn.pipeline import make_pipeline", "from sklearn.preprocessing import StandardScaler"]
+"""Imports of a model block that standardises its inputs first (`make_pipeline(StandardScaler(), …)`)."""
+
 _ENSEMBLES = ("Forest", "Boosting", "ExtraTrees", "Bagging", "Stacking", "Voting")
 # name -> (the constraint as the agent reads it, which candidate expressions respect it)
 CONSTRAINTS: dict[str, tuple[str, Callable[[str], bool]]] = {
@@ -159,6 +162,17 @@ class Split:
     test: pd.DataFrame
     labels_validation: pd.DataFrame  # id + target
     labels_test: pd.DataFrame
+
+
+def add_noise_columns(frame: pd.DataFrame, k: int, rng: np.random.Generator, target: str) -> pd.DataFrame:
+    """Append `k` uninformative columns aux_1..aux_k (Gaussian with varied scales) before the target."""
+    if k == 0:
+        return frame
+    noise = pd.DataFrame({f"aux_{i + 1}": np.round(rng.normal(0, 10 ** rng.uniform(-1, 2), len(frame)), 4)
+                          for i in range(k)})
+    out = pd.concat([frame.drop(columns=[target]), noise], axis=1)
+    out[target] = frame[target].to_numpy()
+    return out
 
 
 def split_frame(frame: pd.DataFrame, target: str, train_fraction: float, rng: np.random.Generator) -> Split:

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Family, Params, rng_for, statsmodels_data, task_id
-from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
+from engine.synth.procedural.common import Family, Params, grid_count, grid_space, rng_for, statsmodels_data, task_id
+from engine.synth.procedural.tabular import (CONSTRAINTS, SCALED, CsvTask, add_noise_columns, build_csv_task,
+                                             csv_description, split_frame)
 from engine.tasks.folder import TaskParts
 
 NAME = "tabular_classification"
@@ -90,13 +91,12 @@ BASELINES = {
     "knn1_unscaled": (["from sklearn.neighbors import KNeighborsClassifier"], "KNeighborsClassifier(n_neighbors=1)",
                       "an unscaled 1-nearest-neighbour classifier"),
 }
-_PIPE = ["from sklearn.pipeline import make_pipeline", "from sklearn.preprocessing import StandardScaler"]
 CANDIDATES = [
     (["from sklearn.tree import DecisionTreeClassifier"], "DecisionTreeClassifier(max_depth=4, random_state=0)",
      "a depth-4 decision tree"),
-    (_PIPE + ["from sklearn.neighbors import KNeighborsClassifier"],
+    (SCALED + ["from sklearn.neighbors import KNeighborsClassifier"],
      "make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=15))", "standardized 15-nearest neighbours"),
-    (_PIPE + ["from sklearn.linear_model import LogisticRegression"],
+    (SCALED + ["from sklearn.linear_model import LogisticRegression"],
      "make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=2000))",
      "a standardized, regularized logistic regression"),
     (["from sklearn.ensemble import RandomForestClassifier"],
@@ -106,29 +106,16 @@ CANDIDATES = [
     (["from sklearn.ensemble import ExtraTreesClassifier"],
      "ExtraTreesClassifier(n_estimators=200, min_samples_leaf=2, random_state=0)", "extremely randomized trees"),
 ]
+GRID = {"dataset": sorted(DATASETS), "metric": METRICS, "train_fraction": TRAIN_FRACTIONS,
+        "noise_columns": NOISE_COLUMNS, "baseline": sorted(BASELINES), "constraint": sorted(CONSTRAINTS)}
 
 
 def space(rng: random.Random) -> Params:
-    return {"dataset": rng.choice(sorted(DATASETS)), "metric": rng.choice(METRICS),
-            "train_fraction": rng.choice(TRAIN_FRACTIONS), "noise_columns": rng.choice(NOISE_COLUMNS),
-            "baseline": rng.choice(sorted(BASELINES)),
-            "constraint": rng.choice(sorted(CONSTRAINTS))}
+    return grid_space(rng, GRID)
 
 
 def count() -> int:
-    return (len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
-            * len(CONSTRAINTS))
-
-
-def add_noise_columns(frame: pd.DataFrame, k: int, rng: np.random.Generator, target: str) -> pd.DataFrame:
-    """Append `k` uninformative columns aux_1..aux_k (Gaussian with varied scales) before the target."""
-    if k == 0:
-        return frame
-    noise = pd.DataFrame({f"aux_{i + 1}": np.round(rng.normal(0, 10 ** rng.uniform(-1, 2), len(frame)), 4)
-                          for i in range(k)})
-    out = pd.concat([frame.drop(columns=[target]), noise], axis=1)
-    out[target] = frame[target].to_numpy()
-    return out
+    return grid_count(GRID)
 
 
 def build(params: Params) -> TaskParts:

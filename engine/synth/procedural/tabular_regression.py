@@ -8,9 +8,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from engine.synth.procedural.common import Family, Params, rng_for, statsmodels_data, task_id
-from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
-from engine.synth.procedural.tabular_classification import add_noise_columns
+from engine.synth.procedural.common import Family, Params, grid_count, grid_space, rng_for, statsmodels_data, task_id
+from engine.synth.procedural.tabular import (CONSTRAINTS, SCALED, CsvTask, add_noise_columns, build_csv_task,
+                                             csv_description, split_frame)
 from engine.tasks.folder import TaskParts
 
 NAME = "tabular_regression"
@@ -86,13 +86,12 @@ BASELINES = {
     "deep_tree": (["from sklearn.tree import DecisionTreeRegressor"], "DecisionTreeRegressor(random_state=0)",
                   "an unpruned regression tree"),
 }
-_PIPE = ["from sklearn.pipeline import make_pipeline", "from sklearn.preprocessing import StandardScaler"]
 CANDIDATES = [
     (["from sklearn.tree import DecisionTreeRegressor"], "DecisionTreeRegressor(max_depth=4, random_state=0)",
      "a depth-4 regression tree"),
-    (_PIPE + ["from sklearn.neighbors import KNeighborsRegressor"],
+    (SCALED + ["from sklearn.neighbors import KNeighborsRegressor"],
      "make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=10))", "standardized 10-nearest neighbours"),
-    (_PIPE + ["from sklearn.linear_model import RidgeCV"],
+    (SCALED + ["from sklearn.linear_model import RidgeCV"],
      "make_pipeline(StandardScaler(), RidgeCV(alphas=[0.01, 0.1, 1.0, 10.0, 100.0]))",
      "a standardized ridge regression"),
     (["from sklearn.ensemble import RandomForestRegressor"],
@@ -103,18 +102,16 @@ CANDIDATES = [
     (["from sklearn.ensemble import ExtraTreesRegressor"],
      "ExtraTreesRegressor(n_estimators=200, min_samples_leaf=2, random_state=0)", "extremely randomized trees"),
 ]
+GRID = {"dataset": sorted(DATASETS), "metric": METRICS, "train_fraction": TRAIN_FRACTIONS,
+        "noise_columns": NOISE_COLUMNS, "baseline": sorted(BASELINES), "constraint": sorted(CONSTRAINTS)}
 
 
 def space(rng: random.Random) -> Params:
-    return {"dataset": rng.choice(sorted(DATASETS)), "metric": rng.choice(METRICS),
-            "train_fraction": rng.choice(TRAIN_FRACTIONS), "noise_columns": rng.choice(NOISE_COLUMNS),
-            "baseline": rng.choice(sorted(BASELINES)),
-            "constraint": rng.choice(sorted(CONSTRAINTS))}
+    return grid_space(rng, GRID)
 
 
 def count() -> int:
-    return (len(DATASETS) * len(METRICS) * len(TRAIN_FRACTIONS) * len(NOISE_COLUMNS) * len(BASELINES)
-            * len(CONSTRAINTS))
+    return grid_count(GRID)
 
 
 def build(params: Params) -> TaskParts:
