@@ -5,6 +5,7 @@ Reads the Hub (or a loopback hub); writes `<dest>/workspace/data/*.csv` and `<de
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -42,7 +43,7 @@ def ground(proposal: ProposalRecord, cfg: RunConfig, dest: Path, *, seed: int) -
                                 detail="tasks without a dataset (games, simulated control) are generated only by "
                                        "the procedural source for now")
         return g
-    index = ContaminationIndex.load(synth.contamination_index) if synth.contamination_index else None
+    index = _index(str(synth.contamination_index)) if synth.contamination_index else None
     check = HubDatasetValidator(synth.hub).check(proposal)
     g.check = check
     if not check.ok:
@@ -71,6 +72,12 @@ def ground(proposal: ProposalRecord, cfg: RunConfig, dest: Path, *, seed: int) -
         splits={name: f"{name}.csv" for name in ("train", "validation", "test")},
     )
     return g
+
+
+@functools.lru_cache(maxsize=4)
+def _index(path: str) -> ContaminationIndex:
+    """The row-hash index, read once per process rather than once per proposal."""
+    return ContaminationIndex.load(path)
 
 
 def _describe(dest: Path, location: str, rel: str) -> DataFile:
