@@ -201,5 +201,17 @@ def serve_heuristic(task: list[Path] = typer.Option(..., "--task", help="Task fo
     serve(model, host, port)
 
 
+# Commands of later stages live in their own modules, each adding itself to `app`.
+from engine import cli_eval, cli_ops, cli_rollout  # noqa: E402
+
+cli_rollout.register(app)
+cli_ops.register(app)
+cli_eval.register(app)
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":  # `python -m engine.cli`: the entrypoint of submitted Ray jobs
+    main()

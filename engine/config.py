@@ -121,11 +121,12 @@ class AgentConfig(_Config):
 
 
 class EpisodeConfig(_Config):
-    """A batch of episodes (the main job until the rollout stage lands)."""
+    """Which tasks are rolled out, and how many trajectories each gets."""
 
     tasks: list[Path] = Field(default_factory=lambda: [Path("examples/tasks")], description="Task folders, or folders of them.")
-    episodes_per_task: int = Field(2, gt=0)
-    seed: int = 0
+    episodes_per_task: int = Field(
+        256, gt=0, description="Target trajectories per task (the paper's 256); infra errors do not count.")
+    seed: int = Field(0, description="Seed of a task's first episode; episode i gets seed + i.")
 
 
 class HubConfig(_Config):
@@ -188,6 +189,42 @@ class SynthConfig(_Config):
         return self
 
 
+class RolloutConfig(_Config):
+    """How the rollout stage uses a Ray cluster. Operational only: changing it never invalidates stored work."""
+
+    gpus_per_worker: float = Field(
+        1.0, gt=0, description="GPUs a rollout worker (and its task container) owns; 0.5 or 0.25 share a GPU.")
+    gpu_workers: int | None = Field(
+        None, ge=0, description="GPU workers; None: as many as the cluster's GPUs allow (0 without GPUs).")
+    cpu_workers: int | None = Field(
+        None, ge=0, description="Workers for CPU-only tasks; None: 1 when the cluster has no GPU workers, else 0.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved by each worker.")
+    episodes_per_cpu_worker: int = Field(2, gt=0, description="Concurrent episodes (own sandboxes) on a CPU worker.")
+    lease_size: int = Field(4, gt=0, description="Episodes of one task handed to a worker at once.")
+    episode_timeout_s: float = Field(
+        4 * 3600.0, gt=0, description="Wall-clock limit of an episode: it is auto-submitted (exit_time) "
+                                      "after this; a lease overrunning it by a command and a grading is re-issued.")
+    max_infra_retries: int = Field(2, ge=0, description="R: an episode failing for the cluster's reasons is retried R times.")
+    max_infra_failures_per_task: int = Field(
+        16, ge=0, description="Episodes of a task given up on after R retries before the task is marked failed.")
+    max_lease_attempts: int = Field(4, gt=0, description="Times a lease is handed out again after its worker died.")
+    max_consecutive_infra_errors: int = Field(
+        32, gt=0, description="Episodes in a row given up on for infra errors before the stage stops: something "
+                              "systemic (no Docker, a dead endpoint) is wrong.")
+    budget_usd: float | None = Field(None, gt=0, description="Hard cost cap of the stage; it stops cleanly there.")
+    rate_limit: RateLimitConfig = Field(default_factory=lambda: RateLimitConfig(max_concurrency=256))
+    pilot_tasks: int = Field(2, gt=0, description="--dry-run: tasks of the pilot.")
+    pilot_episodes: int = Field(2, gt=0, description="--dry-run: episodes per pilot task.")
+    progress: bool = Field(True, description="Show a progress bar with trajectories/min.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutConfig:
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise ConfigError(f"rollout.gpus_per_worker={self.gpus_per_worker}: above 1 it must be a whole "
+                              "number of GPUs; use 1, 2, … or a fraction such as 0.5")
+        return self
+
+
 class RunConfig(_Config):
     """Everything one run needs; every command reads it."""
 
@@ -198,10 +235,11 @@ class RunConfig(_Config):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     def config_hash(self) -> str:
-        """Stable hash of the settings that determine results (paths and ids excluded)."""
-        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True})
+        """Stable hash of the settings that determine results (paths, ids and cluster operations excluded)."""
+        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True, "rollout": True})
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -151,3 +152,78 @@ def run_synth_stage(cfg: RunConfig, *, start_over: bool = False, ray_address: st
                          limiter=ActorLimiter(actor))
     finally:
         ray.kill(actor)
+
+
+def run_rollout_stage(cfg: RunConfig, *, address: str | None = None, start_over: bool = False,
+                      dry_run: bool = False, progress: bool | None = None, model_factory=None):
+    """The rollout stage on a Ray cluster (`address`: "auto", "ray://head:10001", …; None starts a local one).
+
+    Returns the manifest; None when the stage stopped early (budget or cancel), which a re-run resumes.
+    `dry_run` runs a pilot into RUN/pilot/ and returns (and writes there) the projection of the whole stage."""
+    import ray
+
+    from actors.rollout import RolloutDriver
+
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    if dry_run:
+        return _dry_run(cfg, tasks, start_over=start_over, model_factory=model_factory)
+    show = cfg.rollout.progress if progress is None else progress
+    bar = _ProgressBar(cfg, tasks) if show else None
+    try:
+        return RolloutDriver(cfg, tasks, model_factory=model_factory,
+                             progress=bar.update if bar else None).run(start_over=start_over)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _dry_run(cfg: RunConfig, tasks: list[TaskSpec], *, start_over: bool, model_factory):
+    """A pilot of a few episodes of a few tasks, projected to the whole stage (cost and time)."""
+    import ray
+
+    from actors.rollout import RolloutDriver
+    from engine.artifacts import resolve, write_json
+    from engine.rollout.plan import plan_workers, project
+    from engine.trajectories.store import read_trajectory_table
+
+    r = cfg.rollout
+    pilot_dir = f"{cfg.run_dir.rstrip('/')}/pilot"
+    pilot = cfg.model_copy(update={
+        "run_dir": pilot_dir, "run_id": f"{cfg.run_id}-pilot",
+        "episodes": cfg.episodes.model_copy(update={"episodes_per_task": r.pilot_episodes})})
+    manifest = RolloutDriver(pilot, tasks[: r.pilot_tasks], model_factory=model_factory).run(start_over=start_over)
+    table = read_trajectory_table(pilot_dir, columns=["cost_usd", "wall_time_s", "infra_error"])
+    rows = [row for row in table.to_pylist() if row["infra_error"] is None]
+    res = ray.cluster_resources()
+    plan = plan_workers(cfg, tasks, res.get("GPU", 0.0), res.get("CPU", 0.0))
+    slots = plan.gpu_workers + plan.cpu_workers * r.episodes_per_cpu_worker
+    projection = project([x["cost_usd"] for x in rows], [x["wall_time_s"] for x in rows], tasks=len(tasks),
+                         per_task=cfg.episodes.episodes_per_task, workers=slots, budget_usd=r.budget_usd)
+    fs, base = resolve(pilot_dir)
+    write_json(fs, f"{base}/projection.json", projection.model_dump())
+    log.info("run %s dry run: %s (pilot manifest: %s)", cfg.run_id, projection.summary(), manifest is not None)
+    return projection
+
+
+class _ProgressBar:
+    """tqdm over target trajectories, with trajectories/min."""
+
+    def __init__(self, cfg: RunConfig, tasks: list[TaskSpec]):
+        from tqdm import tqdm
+
+        self.started = time.monotonic()
+        self.first: int | None = None
+        self.bar = tqdm(total=cfg.episodes.episodes_per_task * len(tasks), unit="traj", desc=f"rollout {cfg.run_id}")
+
+    def update(self, sched, result) -> None:
+        done = sched.done_total()
+        if self.first is None:  # what earlier attempts stored does not count towards this attempt's rate
+            self.first = done - sum(o.infra_error is None for o in result.outcomes)
+        self.bar.update(done - self.bar.n)
+        minutes = max((time.monotonic() - self.started) / 60, 1e-9)
+        self.bar.set_postfix(traj_per_min=f"{(done - self.first) / minutes:.1f}", in_flight=sched.in_flight)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.agent.environment import AgentEnvironment
@@ -60,9 +61,13 @@ def initial_messages(task: TaskSpec, cfg: AgentConfig) -> list[Message]:
 def run_episode(
     task: TaskSpec, model: ChatModel, sandbox: Sandbox, grader: TaskGrader, cfg: AgentConfig, *,
     seed: int, run_id: str, sampling: SamplingConfig, policy: str = "mlgym-agent",
+    time_limit_s: float | None = None, on_step: Callable[[StepRecord], None] | None = None,
 ) -> TrajectoryRecord:
     """Play one episode on a sandbox already holding the starter workspace. Agent failures are data; a
-    sandbox or model-endpoint failure sets `infra_error` so the caller retries the episode."""
+    sandbox or model-endpoint failure sets `infra_error` so the caller retries the episode.
+
+    `time_limit_s` auto-submits (`exit_time`) once the episode has run that long, checked between steps;
+    `on_step` sees each step record as it is made (live metrics)."""
     started = time.time()
     task_hash = task.content_hash()
     ep_id = episode_id(task_hash, model.name, policy, seed)
@@ -80,7 +85,8 @@ def run_episode(
     totals = _Totals()
     log.info("run %s task %s episode %s: start (model %s, seed %d)", run_id, task.id, ep_id, model.name, seed)
     try:
-        rec.exit_status = _loop(rec, model, env, scorer, cfg, sampling, totals)
+        deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        rec.exit_status = _loop(rec, model, env, scorer, cfg, sampling, totals, deadline, on_step)
     except (SandboxError, ModelError) as e:
         if isinstance(e, BudgetExceededError):
             rec.exit_status = _autosubmit(scorer, len(rec.steps), "exit_cost")
@@ -98,10 +104,13 @@ def run_episode(
 
 
 def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer: EpisodeScorer,
-          cfg: AgentConfig, sampling: SamplingConfig, totals: _Totals) -> str:
+          cfg: AgentConfig, sampling: SamplingConfig, totals: _Totals, deadline: float | None = None,
+          on_step: Callable[[StepRecord], None] | None = None) -> str:
     for step in range(cfg.max_steps):
         if totals.cost_usd >= cfg.cost_limit_usd:
             return _autosubmit(scorer, step, "exit_cost")
+        if deadline is not None and time.monotonic() >= deadline:
+            return _autosubmit(scorer, step, "exit_time")
         prompt = build_prompt(rec.messages, cfg.keep_last_observations)
         if estimate_tokens(prompt) > cfg.max_context_tokens:
             return _autosubmit(scorer, step, "exit_context")
@@ -121,6 +130,8 @@ def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer
             prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens,
             cost_usd=completion.cost_usd, format_errors=reasks,
         ))
+        if on_step is not None:
+            on_step(rec.steps[-1])
         if result.submitted:
             return _status(scorer.scores[-1], "submitted")
     return _autosubmit(scorer, cfg.max_steps, "max_steps")

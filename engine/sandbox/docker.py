@@ -14,6 +14,8 @@ apply), because docker's archive API cannot see tmpfs mounts.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import threading
 import time
@@ -32,6 +34,7 @@ from engine.sandbox.common import (
 logger = logging.getLogger(__name__)
 
 MANAGED_LABEL = "synthscale.managed"
+OWNER_LABEL = "synthscale.owner"  # host:pid of the process that started the container
 STARTER_TAR = "/root/synthscale-starter.tar"
 GUARD_GRACE_S = 10.0
 BUILD_HINT = "bash cluster/images/build-offline.sh"
@@ -133,8 +136,22 @@ class DockerRuntime:
             ) from None
 
     def reap_leftovers(self) -> int:
-        """Remove containers this run left behind (call at stage start)."""
-        return reap(self.client, self.run_id)
+        """Remove containers of this run whose owning process (on this host) is dead: a crashed driver's or a
+        restarted worker's. Containers of live processes are kept, so workers sharing a node reap safely."""
+        filters = [f"{MANAGED_LABEL}=1", f"synthscale.run_id={self.run_id}"]
+        removed = 0
+        for container in self.client.containers.list(all=True, filters={"label": filters}):
+            host, _, pid = container.labels.get(OWNER_LABEL, "").partition(":")
+            if host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid)):
+                continue
+            try:
+                container.remove(force=True)
+                removed += 1
+            except _docker().errors.NotFound:
+                pass
+        if removed:
+            logger.info("run %s: reaped %d containers left by dead processes", self.run_id, removed)
+        return removed
 
     def start(self, spec: SandboxSpec) -> DockerSandbox:
         """A fresh container with the starter workspace unpacked."""
@@ -142,6 +159,7 @@ class DockerRuntime:
         labels["synthscale.run_id"] = self.run_id
         labels["synthscale.task_id"] = spec.labels.get("task_id", "")
         labels[MANAGED_LABEL] = "1"
+        labels[OWNER_LABEL] = f"{socket.gethostname()}:{os.getpid()}"
         return DockerSandbox(self.client, self.cfg, spec, container_kwargs(self.cfg, spec, labels))
 
 
@@ -315,3 +333,12 @@ class DockerSandbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

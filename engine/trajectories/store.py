@@ -185,6 +185,33 @@ class TrajectoryWriter:
         return path
 
 
+def lease_shard_path(run_dir: str | os.PathLike, lease_id: str, fs: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """Where a lease's episodes go: one shard per lease, named by the lease id, so writing it twice
+    (a re-issued lease) replaces it instead of adding a duplicate."""
+    fs, base = trajectories_dir(run_dir, fs)
+    return fs, join(base, f"part-lease-{lease_id}.parquet")
+
+
+def write_lease_shard(run_dir: str | os.PathLike, lease_id: str, records: Sequence[TrajectoryRecord],
+                      fs: pafs.FileSystem | None = None, *, compression: str = "zstd") -> str:
+    """Write the lease's shard atomically; returns its path."""
+    fs, path = lease_shard_path(run_dir, lease_id, fs)
+    sink = pa.BufferOutputStream()
+    pq.write_table(records_to_table(list(records)), sink, compression=compression)
+    atomic_write_bytes(fs, path, sink.getvalue().to_pybytes())
+    log.info("wrote %d trajectories to %s", len(records), path)
+    return path
+
+
+def read_lease_shard(run_dir: str | os.PathLike, lease_id: str, fs: pafs.FileSystem | None = None,
+                     columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The lease's shard if a holder already wrote it (None otherwise)."""
+    fs, path = lease_shard_path(run_dir, lease_id, fs)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    return _read_shard(fs, path, list(columns) if columns is not None else None)
+
+
 def shard_paths(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None) -> list[str]:
     """The store's shards in name (= write) order; temporary files are never listed."""
     return _list_shards(*trajectories_dir(run_dir, fs))

@@ -4,6 +4,8 @@ built by cluster/images/build-offline.sh), plus exact checks of the container ar
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import docker
 import pytest
@@ -80,20 +82,29 @@ class TestDockerSandbox(SandboxContract):
 @needs_docker
 @pytest.mark.docker
 def test_reaper_removes_leftovers(task_dir):
+    """A container whose owning process died (a crashed worker) is reaped; a live process's container of
+    the same run, and another run's, are left alone."""
     client = docker.from_env()
     mine = DockerRuntime(docker_config(), "it-docker-reap", client=client)
     other = DockerRuntime(docker_config(), "it-docker-other", client=client)
-    leftover = mine.start(task_spec(task_dir))  # never closed: what a crashed worker leaves behind
+    code = ("import sys; from engine.sandbox.docker import DockerRuntime; from engine.config import SandboxConfig; "
+            "from engine.protocols import SandboxSpec; "
+            "rt = DockerRuntime(SandboxConfig(runtime='docker', memory_mb=512), 'it-docker-reap'); "
+            f"sb = rt.start(SandboxSpec(workspace={str(task_dir / 'workspace')!r})); print(sb.container.id)")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    leftover_id = child.stdout.strip().splitlines()[-1]  # the child exited without closing it
+    alive = mine.start(task_spec(task_dir))
     survivor = other.start(task_spec(task_dir))
     try:
         assert mine.reap_leftovers() == 1
         with pytest.raises(docker.errors.NotFound):
-            client.containers.get(leftover.container.id)
+            client.containers.get(leftover_id)
+        client.containers.get(alive.container.id)  # its owner (this process) lives
         client.containers.get(survivor.container.id)  # another run's container is left alone
         assert reap(client, "it-docker-other") == 1
         assert reap(client, "it-docker-other") == 0
     finally:
-        leftover.close()
+        alive.close()
         survivor.close()
 
 

@@ -1,0 +1,96 @@
+"""Evaluation commands of the `synthscale` CLI: `aup` reads a score table CSV and a directions JSON and
+prints AUP; `eval-report` reads EVAL_DIR/scores.parquet and writes the report beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from engine.errors import ConfigError, EngineError
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _read_directions(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such directions file; give a JSON object like {{\"task\": \"max\"}}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e}); give an object like {{\"task\": \"max\"}}") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ConfigError(f"{path}: expected a JSON object mapping each task to \"max\" or \"min\"")
+    return data
+
+
+def _read_scores(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such score table; give a CSV with a method column first, "
+                          "then one column per task")
+    try:
+        return pd.read_csv(path, index_col=0)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a readable CSV ({e})") from None
+
+
+def _format(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.4f}"
+
+
+def aup_command(
+    scores: Path = typer.Argument(..., help="CSV: one row per method (first column: its name, baseline included), "
+                                            "one column per task; an empty cell is a missing score."),
+    directions: Path = typer.Option(..., "--directions", help="JSON object: task → \"max\" or \"min\"."),
+    baseline: str = typer.Option(..., "--baseline", help="Name of the baseline row."),
+    tau_max: Optional[float] = typer.Option(None, "--tau-max", help="End of the log10 τ axis (to share one axis "
+                                                                     "between tables); default: the table's own."),
+) -> None:
+    """Print MLGym's AUP of every method in SCORES.csv (relative to that set of methods)."""
+    from engine.evaluate.aup import compute_aup
+
+    try:
+        result = compute_aup(_read_scores(scores), _read_directions(directions), baseline, tau_max)
+    except EngineError as e:
+        _fail(e)
+    methods = result.attrs["methods"]
+    typer.echo(f"AUP over {len(methods)} methods: {', '.join(methods)} (τ axis 0 to {result.attrs['tau_max']:g})")
+    width = max(len(m) for m in methods)
+    typer.echo(f"{'method':<{width}}  AUP")
+    for m, v in result.items():
+        typer.echo(f"{m:<{width}}  {_format(float(v))}")
+    if result.attrs["excluded_tasks"]:
+        typer.echo(f"left out (no feasible method): {', '.join(result.attrs['excluded_tasks'])}")
+
+
+def eval_report_command(
+    eval_dir: str = typer.Argument(..., help="An eval directory holding scores.parquet (a path or s3://…)."),
+    baseline: str = typer.Option("baseline", "--baseline", help="Name given to the baseline row."),
+    resamples: int = typer.Option(1000, "--resamples", min=0, help="Bootstrap resamples (0: no intervals)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+) -> None:
+    """Rebuild aup.csv, the per-task tables, profile.png and report.html from EVAL_DIR/scores.parquet."""
+    from engine.evaluate.report import build_report, read_scores
+
+    try:
+        report = build_report(read_scores(eval_dir), eval_dir, baseline=baseline, n_resamples=resamples, seed=seed)
+    except EngineError as e:
+        _fail(e)
+    typer.echo(f"{report.title}\n{report.aup[['best_attempt', 'best_submission']].to_string(float_format='%.4f')}")
+    for r in report.relative:
+        typer.echo(r.describe())
+    typer.echo(f"report: {report.paths['html']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main CLI."""
+    app.command("aup")(aup_command)
+    app.command("eval-report")(eval_report_command)

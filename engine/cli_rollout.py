@@ -1,0 +1,51 @@
+"""The `synthscale rollout` command: the rollout stage on a Ray cluster (or a local Ray instance)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from engine.errors import EngineError
+
+
+def rollout(
+    config: Optional[Path] = typer.Option(None, help="RunConfig YAML (sections episodes, rollout, model, sandbox, agent)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run directory (path or s3://…); overrides run_dir."),
+    address: Optional[str] = typer.Option(
+        None, help="Ray cluster: auto, ray://HEAD:10001, or HOST:PORT; omitted: start a local Ray instance."),
+    n: Optional[int] = typer.Option(None, "-n", help="Target trajectories per task (episodes.episodes_per_task)."),
+    task: Optional[list[Path]] = typer.Option(None, "--task", help="Task folder(s); overrides episodes.tasks."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run a small pilot and project the stage's cost and time."),
+    start_over: bool = typer.Option(False, "--start-over", help="Allow a run dir written under another config."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Collect N trajectories per task on the cluster; re-running resumes where the last attempt stopped."""
+    from engine.cli import _fail
+    from engine.runner import EpisodeOverrides, build_config, run_rollout_stage
+
+    try:
+        cfg = build_config(config, EpisodeOverrides(out=run, n=n, tasks=task or None))
+        result = run_rollout_stage(cfg, address=address, start_over=start_over, dry_run=dry_run,
+                                   progress=False if no_progress else None)
+    except EngineError as e:
+        _fail(e)
+        return
+    if dry_run:
+        typer.echo(result.summary())
+        typer.echo(f"projection written to {cfg.run_dir.rstrip('/')}/pilot/projection.json")
+    elif result is None:
+        typer.secho(f"rollout {cfg.run_id}: stopped early (budget or cancel); `synthscale status {cfg.run_dir}` "
+                    "shows where it stands; run the same command again to resume", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(3)
+    else:
+        c = result.counts
+        typer.echo(f"rollout {cfg.run_id}: {c['episodes']} trajectories ({c['succeeded']} with a successful "
+                   f"submission, {c['infra_errors']} infra errors) of {c['tasks']} tasks, ${result.cost_usd:.2f}, "
+                   f"{result.wall_time_s:.0f} s → {cfg.run_dir.rstrip('/')}/rollouts/")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main CLI."""
+    app.command()(rollout)

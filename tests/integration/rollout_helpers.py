@@ -1,0 +1,108 @@
+"""Shared pieces of the rollout-stage tests: model factories and fault hooks that Ray workers can unpickle
+(`register_pickle_by_value`), and the exactly-once check."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from engine.config import RunConfig
+from engine.errors import ModelError
+from engine.models.playbook import PlaybookModel
+from engine.trajectories.store import shard_paths
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tasks"
+QUICK = ["echo CVD=${CUDA_VISIBLE_DEVICES:-none}", "python baseline.py", "submit"]
+
+
+class PlaybookFactory:
+    """Builds the worker's model: a playbook, optionally failing its first call once per marker (an outage)."""
+
+    def __init__(self, commands: list[str], *, delay_s: float = 0.0, cost_per_call_usd: float = 0.0,
+                 fail_once_marker: str | None = None, fail_always: bool = False):
+        self.commands, self.delay_s, self.cost = commands, delay_s, cost_per_call_usd
+        self.fail_once_marker, self.fail_always = fail_once_marker, fail_always
+
+    def __call__(self, cfg, tasks):
+        model = PlaybookModel(self.commands, delay_s=self.delay_s, cost_per_call_usd=self.cost)
+        if self.fail_once_marker:
+            model = FailOnce(model, self.fail_once_marker)
+        if self.fail_always:
+            model = DeadEndpoint(model)
+        return model, "playbook"
+
+
+class FailOnce:
+    """The first call anywhere (a marker file decides) fails like an endpoint outage; the rest pass through."""
+
+    def __init__(self, model, marker: str):
+        self.model, self.marker, self.name = model, marker, model.name
+
+    def complete(self, messages, params):
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return self.model.complete(messages, params)
+        os.close(fd)
+        raise ModelError("loopback endpoint outage (injected)")
+
+    async def acomplete(self, messages, params):
+        return self.complete(messages, params)
+
+
+class DeadEndpoint:
+    """Every call fails like an endpoint that is down."""
+
+    def __init__(self, model):
+        self.name = model.name
+
+    def complete(self, messages, params):
+        raise ModelError("loopback endpoint down (injected)")
+
+    async def acomplete(self, messages, params):
+        return self.complete(messages, params)
+
+
+class DieAfterWrite:
+    """Kills the worker process right after it wrote a lease's shard and before it acknowledges it, once."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __call__(self, lease, shard) -> None:
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(fd, lease.lease_id.encode())
+        os.close(fd)
+        os._exit(1)
+
+
+def rollout_config(run_dir: Path, *, tasks: list[str] = ("wine-classification", "diabetes-regression"), n: int = 4,
+                   max_steps: int = 6, runtime: str = "local", **rollout) -> RunConfig:
+    return RunConfig.model_validate({
+        "run_id": run_dir.name, "run_dir": str(run_dir),
+        "episodes": {"tasks": [str(EXAMPLES / t) for t in tasks], "episodes_per_task": n},
+        "agent": {"max_steps": max_steps}, "sandbox": {"runtime": runtime},
+        "rollout": {"progress": False, "lease_size": 2, **rollout},
+    })
+
+
+def raw_episode_ids(run_dir: str) -> list[str]:
+    """Episode ids of every stored row, duplicates included (no dedup on read)."""
+    return [e for p in shard_paths(run_dir) for e in pq.read_table(p, columns=["episode_id"]).column(0).to_pylist()]
+
+
+def assert_exactly_once(cfg: RunConfig) -> dict[str, int]:
+    """No episode stored twice, and every task holds exactly its target of clean trajectories."""
+    ids = raw_episode_ids(cfg.run_dir)
+    dups = [e for e, c in Counter(ids).items() if c > 1]
+    assert not dups, f"episodes stored more than once: {dups}"
+    rows = [pq.read_table(p, columns=["task_id", "infra_error", "seed"]).to_pylist() for p in shard_paths(cfg.run_dir)]
+    clean = Counter(r["task_id"] for shard in rows for r in shard if r["infra_error"] is None)
+    assert set(clean.values()) == {cfg.episodes.episodes_per_task}, clean
+    return dict(clean)

@@ -1,0 +1,197 @@
+"""The rollout stage on a local Ray cluster with 4 logical GPUs: GPU pinning, exactly-once storage under worker
+deaths (ray.kill mid-run, death between a shard's write and its acknowledgement, killed containers), resume,
+budget, cancel and the dry run's projection."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray
+import ray.cloudpickle
+
+from actors.rollout import RolloutDriver, RolloutWorker
+from engine.errors import EngineError
+from engine.rollout.control import request_cancel
+from engine.runner import load_tasks, run_rollout_stage
+from engine.trajectories.store import read_trajectories, shard_paths
+
+sys.path.insert(0, str(Path(__file__).parent))
+import rollout_helpers  # noqa: E402
+from rollout_helpers import QUICK, DieAfterWrite, PlaybookFactory, assert_exactly_once, rollout_config  # noqa: E402
+
+ray.cloudpickle.register_pickle_by_value(rollout_helpers)
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    temp = f"/tmp/rr{time.time_ns() % 10**8}"
+    ray.init(address="local", num_cpus=4, num_gpus=4, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _run(cfg, **kw):
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    driver = RolloutDriver(cfg, tasks, **kw)
+    return driver, driver.run()
+
+
+def test_workers_own_distinct_gpus_unless_fractions_are_configured(tmp_path):
+    cfg = rollout_config(tmp_path / "pin")
+    shared = ray.put((cfg, [str(t.root) for t in load_tasks(list(cfg.episodes.tasks))], None,
+                      PlaybookFactory(QUICK), None))
+    whole = [RolloutWorker.options(num_gpus=1, num_cpus=0).remote(shared, f"g{i}", 1, 1.0) for i in range(4)]
+    ids = [tuple(info["gpu_ids"]) for info in ray.get([w.info.remote() for w in whole])]
+    assert all(len(i) == 1 for i in ids) and len(set(ids)) == 4
+    for w in whole:
+        ray.kill(w)
+    halves = [RolloutWorker.options(num_gpus=0.5, num_cpus=0).remote(shared, f"h{i}", 1, 0.5) for i in range(8)]
+    ids = [tuple(info["gpu_ids"]) for info in ray.get([w.info.remote() for w in halves])]
+    assert all(len(i) == 1 for i in ids)
+    assert sorted(ids.count(i) for i in set(ids)) == [2, 2, 2, 2]  # each GPU shared by exactly two workers
+    for w in halves:
+        ray.kill(w)
+
+
+def test_sandboxes_see_their_workers_gpu(tmp_path):
+    cfg = rollout_config(tmp_path / "cvd", gpu_workers=4, cpu_workers=0, lease_size=1)
+    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
+    assert manifest is not None and manifest.counts["episodes"] == 8
+    seen = set()
+    for rec in read_trajectories(cfg.run_dir):
+        first = rec.steps[0].observation
+        assert "CVD=" in first, first
+        gpu = first.split("CVD=", 1)[1].split()[0]
+        assert gpu in {"0", "1", "2", "3"}, first  # exactly one physical id, never "none" or a list
+        seen.add(gpu)
+        assert rec.exit_status == "submitted" and rec.succeeded, rec.exit_status
+    assert len(seen) >= 2
+    assert_exactly_once(cfg)
+    assert (Path(cfg.run_dir) / "rollouts" / "manifest.json").exists()
+    assert list((Path(cfg.run_dir) / "rollouts" / "traj").iterdir())  # MLGym export
+
+
+def test_killed_workers_lose_nothing_and_duplicate_nothing(tmp_path):
+    cfg = rollout_config(tmp_path / "kill", n=6, gpu_workers=2, cpu_workers=0,
+                         max_steps=6)
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(["sleep 1", *QUICK]))
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread.start()
+    killed = 0
+    deadline = time.time() + 300
+    while killed < 2 and thread.is_alive() and time.time() < deadline:
+        if len(shard_paths(cfg.run_dir)) > killed and driver.inflight:
+            victim = next(iter(driver.inflight.values())).worker
+            ray.kill(victim.actor, no_restart=False)  # mid-lease: its lease must go out again
+            killed += 1
+        time.sleep(0.5)
+    thread.join(timeout=400)
+    assert killed == 2 and out["m"] is not None
+    assert driver.stats["leases_lost"] >= 2
+    assert_exactly_once(cfg)
+
+
+def test_death_between_write_and_acknowledgement(tmp_path):
+    cfg = rollout_config(tmp_path / "ack", gpu_workers=2, cpu_workers=0)
+    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
+                            after_write=DieAfterWrite(str(tmp_path / "died")))
+    assert (tmp_path / "died").exists()  # the hook fired: a worker died holding a written shard
+    assert manifest is not None
+    assert driver.stats["leases_replayed"] == 1  # the next holder found the shard instead of re-running
+    assert_exactly_once(cfg)
+
+
+def test_resume_skips_stored_episodes(tmp_path):
+    cfg = rollout_config(tmp_path / "resume", n=2, gpu_workers=2, cpu_workers=0)
+    _run(cfg, model_factory=PlaybookFactory(QUICK))
+    before = shard_paths(cfg.run_dir)
+    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
+    assert shard_paths(cfg.run_dir) == before and driver.stats["leases"] == 0
+    assert manifest.counts["episodes"] == 4
+
+
+def test_budget_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
+    cfg = rollout_config(tmp_path / "budget", n=4, gpu_workers=1, cpu_workers=0, lease_size=1, budget_usd=0.05)
+    factory = PlaybookFactory(QUICK, cost_per_call_usd=0.01)  # 3 calls an episode: the budget buys < 2 episodes
+    driver, manifest = _run(cfg, model_factory=factory)
+    assert manifest is None and driver.scheduler.stopping == "budget"
+    stored = read_trajectories(cfg.run_dir)
+    assert 1 <= len(stored) <= 2 and all(r.exit_status == "submitted" for r in stored)  # no budget-cut episode kept
+    more = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"budget_usd": 10.0})})
+    _, manifest = _run(more, model_factory=factory)
+    assert manifest is not None
+    assert_exactly_once(more)
+
+
+def test_cancel_request_stops_the_stage(tmp_path):
+    cfg = rollout_config(tmp_path / "cancel", n=6, gpu_workers=1, cpu_workers=0, lease_size=1)
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(QUICK))
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread.start()
+    while thread.is_alive() and not shard_paths(cfg.run_dir):
+        time.sleep(0.2)
+    request_cancel(cfg.run_dir, "test")
+    thread.join(timeout=300)
+    assert out["m"] is None and driver.scheduler.stopping.startswith("cancel requested")
+    assert len(read_trajectories(cfg.run_dir)) < 12
+    assert not (Path(cfg.run_dir) / "rollouts" / "manifest.json").exists()
+
+
+def test_dry_run_projects_cost_and_time(tmp_path):
+    cfg = rollout_config(tmp_path / "dry", n=256, gpu_workers=2, cpu_workers=0, pilot_tasks=1, pilot_episodes=2)
+    projection = run_rollout_stage(cfg, dry_run=True, model_factory=PlaybookFactory(QUICK, cost_per_call_usd=0.5))
+    assert projection.pilot_episodes == 2 and projection.cost_per_episode_usd == pytest.approx(1.5)
+    assert projection.projected_cost_usd == pytest.approx(1.5 * 2 * 256)
+    assert projection.workers == 2 and projection.projected_hours > 0
+    assert (tmp_path / "dry" / "pilot" / "projection.json").exists()
+    assert not (tmp_path / "dry" / "rollouts").exists()  # the stage itself did not run
+
+
+@pytest.mark.docker
+def test_killed_containers_are_infra_errors_retried(tmp_path):
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.images.get("synthscale-task:latest")
+    except Exception as e:
+        pytest.skip(f"docker unavailable: {e}")
+    # CPU workers: this Docker engine has no NVIDIA runtime, so GPU device requests cannot start here
+    cfg = rollout_config(tmp_path / "dock", n=2, runtime="docker", gpu_workers=0, cpu_workers=2,
+                         episodes_per_cpu_worker=1, lease_size=1)
+    tasks = load_tasks(list(cfg.episodes.tasks))
+    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(["sleep 4", *QUICK]))
+    out = {}
+    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread.start()
+    killed = []
+    while thread.is_alive() and not killed:
+        for c in client.containers.list(filters={"label": [f"synthscale.run_id={cfg.run_id}"]}):
+            subprocess.run(["docker", "kill", c.id], capture_output=True)
+            killed.append(c.id)
+            break
+        time.sleep(0.3)
+    thread.join(timeout=500)
+    assert killed and out["m"] is not None
+    records = read_trajectories(cfg.run_dir)
+    assert all(r.infra_error is None for r in records)  # every killed episode was retried on a fresh container
+    assert_exactly_once(cfg)
+
+
+def test_systemic_infra_errors_stop_the_stage_with_the_cause(tmp_path):
+    cfg = rollout_config(tmp_path / "systemic", n=4, gpu_workers=1, cpu_workers=0, lease_size=2,
+                         max_consecutive_infra_errors=4, max_infra_retries=0)
+    with pytest.raises(EngineError, match="4 episodes in a row failed.*ModelError"):
+        _run(cfg, model_factory=PlaybookFactory(QUICK, fail_always=True))
+    assert not (tmp_path / "systemic" / "rollouts" / "manifest.json").exists()
