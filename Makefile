@@ -27,7 +27,8 @@ docker: system-deps
 	bash .ci/setup-docker.sh
 
 demo: setup system-deps
-	$(SYNTHSCALE) episode --task examples/tasks -n 2 --out runs/demo
+	$(SYNTHSCALE) rollout --task examples/tasks -n 2 --run runs/demo --no-progress
+	$(SYNTHSCALE) status runs/demo
 	$(SYNTHSCALE) traj show runs/demo
 
 test-unit: setup

@@ -187,14 +187,19 @@ def traj_show(path: Path = typer.Argument(..., help="A run dir, a Parquet shard,
 
 @app.command("serve-heuristic")
 def serve_heuristic(task: list[Path] = typer.Option(..., "--task", help="Task folder(s) the policy knows."),
-                    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000)) -> None:
+                    host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+                    mistake_rate: float = typer.Option(0.4, "--mistake-rate", min=0, max=1,
+                                                       help="Chance of a wrong edit before each improvement."),
+                    max_moves: Optional[int] = typer.Option(
+                        None, "--max-moves", min=0, help="Improvements at most (0: submit the baseline; a weaker policy)."),
+                    name: Optional[str] = typer.Option(None, help="Model name it reports.")) -> None:
     """Serve the offline heuristic policy as an OpenAI-compatible endpoint (for tests and demos)."""
     from engine.agent.heuristic import HeuristicModel
     from engine.models.server import serve
     from engine.runner import load_tasks
 
     try:
-        model = HeuristicModel(load_tasks(task))
+        model = HeuristicModel(load_tasks(task), mistake_rate=mistake_rate, max_moves=max_moves, name=name)
     except EngineError as e:
         _fail(e)
     typer.echo(f"serving {model.name} on http://{host}:{port}/v1", err=True)

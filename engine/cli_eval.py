@@ -90,7 +90,33 @@ def eval_report_command(
     typer.echo(f"report: {report.paths['html']}")
 
 
+def eval_command(
+    config: Path = typer.Option(..., help="RunConfig YAML with an `eval` section (methods, tasks, runs_per_task)."),
+    run: Optional[str] = typer.Option(None, "--run", help="Run directory (path or s3://…); overrides run_dir."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster (auto, ray://HEAD:10001); omitted: a local one."),
+    runs: Optional[int] = typer.Option(None, "--runs", help="Runs per task (eval.runs_per_task)."),
+    start_over: bool = typer.Option(False, "--start-over", help="Allow a run dir written under another config."),
+) -> None:
+    """Run every method R times per task, then write RUN/eval/ (scores, AUP with intervals, profiles, report)."""
+    from engine.runner import EpisodeOverrides, build_config, run_eval_stage
+
+    try:
+        cfg = build_config(config, EpisodeOverrides(out=run))
+        if runs is not None:
+            cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"runs_per_task": runs})})
+        manifest, report = run_eval_stage(cfg, address=address, start_over=start_over)
+    except EngineError as e:
+        _fail(e)
+        return
+    typer.echo(f"eval {cfg.run_id}: {manifest.counts['runs']} runs of {manifest.counts['methods']} methods on "
+               f"{manifest.counts['tasks']} tasks → {cfg.run_dir.rstrip('/')}/eval/report.html")
+    typer.echo(report.aup.to_string())
+    for change in report.relative:
+        typer.echo(change.describe())
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main CLI."""
     app.command("aup")(aup_command)
+    app.command("eval")(eval_command)
     app.command("eval-report")(eval_report_command)

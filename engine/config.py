@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import ConfigError
+from engine.serving.launch import ServeConfig
 
 
 class _Config(BaseModel):
@@ -225,6 +226,48 @@ class RolloutConfig(_Config):
         return self
 
 
+class EvalMethod(_Config):
+    """One row of the evaluation: a model reached through an endpoint, or a checkpoint served for the stage."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Row label in every table (not 'baseline').")
+    model: ModelConfig | None = Field(None, description="An endpoint (API teacher, running server) or the heuristic.")
+    serve: ServeConfig | None = Field(None, description="Serve this checkpoint (ModelServer) for the stage.")
+    servers: int = Field(1, gt=0, description="Servers started for `serve` (episodes are routed sticky).")
+    client: ModelConfig | None = Field(
+        None, description="Client settings for the served model (sampling, retries); base_url and name are filled in.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalMethod:
+        if (self.model is None) == (self.serve is None):
+            raise ConfigError(f"eval.methods[{self.name}]: set exactly one of `model` (an endpoint) or `serve` "
+                              "(a checkpoint to serve)")
+        if self.client is not None and self.serve is None:
+            raise ConfigError(f"eval.methods[{self.name}]: `client` applies to served models; put its settings "
+                              "in `model`")
+        return self
+
+
+class EvalConfig(_Config):
+    """`synthscale eval`: R runs per task of every method on a task suite, then AUP and the report."""
+
+    methods: list[EvalMethod] = Field(default_factory=list, description="The set compared (AUP depends on it).")
+    tasks: list[Path] = Field(default_factory=list, description="The suite: task folders, or folders of them "
+                                                                "(MLGym's via `synthscale task import-mlgym`).")
+    runs_per_task: int = Field(64, gt=0, description="Runs of each method on each task (the paper's 64).")
+    baseline: str = Field("baseline", description="Name of the baseline row (the tasks' baseline scores).")
+    bootstrap_resamples: int = Field(1000, gt=0, description="Resamples of the confidence intervals.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        names = [m.name for m in self.methods]
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ConfigError(f"eval.methods: names {dup} appear twice; every row needs its own name")
+        if self.baseline in names:
+            raise ConfigError(f"eval.methods: {self.baseline!r} is the baseline row's name; rename the method")
+        return self
+
+
 class RunConfig(_Config):
     """Everything one run needs; every command reads it."""
 
@@ -236,10 +279,21 @@ class RunConfig(_Config):
     episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def config_hash(self) -> str:
         """Stable hash of the settings that determine results (paths, ids and cluster operations excluded)."""
-        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True, "rollout": True})
+        # operational settings (where the endpoint is, how patient the client is, the cluster's shape) can change
+        # between attempts of a stage without changing its results
+        operational = {"base_url", "api_key_env", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",
+                       "max_concurrency"}
+        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True, "rollout": True, "eval": True,
+                                                     "model": operational})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def eval_hash(self) -> str:
+        """The evaluation stage's hash: the run's settings plus its `eval` section."""
+        data = {"run": self.config_hash(), "eval": self.eval.model_dump(mode="json")}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

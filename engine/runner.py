@@ -227,3 +227,19 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def run_eval_stage(cfg: RunConfig, *, address: str | None = None, start_over: bool = False):
+    """`synthscale eval`: every method of `eval.methods` on the suite `eval.tasks`, R runs per task, on a Ray
+    cluster (None starts a local one); returns (manifest, report) and writes RUN/eval/."""
+    import ray
+
+    from actors.evaluate import run_eval
+
+    if not cfg.eval.tasks:
+        raise ConfigError("eval.tasks is empty; list the suite's task folders (or import MLGym's with "
+                          "`synthscale task import-mlgym`)")
+    tasks = load_tasks(list(cfg.eval.tasks))
+    if not ray.is_initialized():
+        ray.init(address=address, log_to_driver=False)
+    return run_eval(cfg, tasks, start_over=start_over)

@@ -62,8 +62,12 @@ class HeuristicModel:
 
     name = "synthscale-heuristic"
 
-    def __init__(self, tasks: list[TaskSpec], mistake_rate: float = 0.4):
+    def __init__(self, tasks: list[TaskSpec], mistake_rate: float = 0.4, max_moves: int | None = None,
+                 name: str | None = None):
         self.mistake_rate = mistake_rate
+        self.max_moves = max_moves  # a weaker policy: stop improving after this many moves (0: submit the baseline)
+        if name is not None:
+            self.name = name
         self._tasks = [(t, HeuristicPlan.load(t), _signature(t)) for t in tasks]
 
     def complete(self, messages: list[Message], params: SamplingParams) -> Completion:
@@ -91,6 +95,8 @@ class HeuristicModel:
         out += [("open", first), ("bash", plan.run, "Let me run the baseline as it is to get a submission."),
                 ("validate",)]
         n_moves = len(plan.moves) if rng.random() < 0.7 else rng.randint(1, len(plan.moves))
+        if self.max_moves is not None:
+            n_moves = min(n_moves, self.max_moves)
         for i, move in enumerate(plan.moves[:n_moves]):
             if plan.mistakes and rng.random() < self.mistake_rate:
                 bad = rng.choice(plan.mistakes)

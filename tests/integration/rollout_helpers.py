@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from engine.artifacts import resolve
 from engine.config import RunConfig
 from engine.errors import ModelError
 from engine.models.playbook import PlaybookModel
@@ -82,19 +83,24 @@ class DieAfterWrite:
         os._exit(1)
 
 
-def rollout_config(run_dir: Path, *, tasks: list[str] = ("wine-classification", "diabetes-regression"), n: int = 4,
+def rollout_config(run_dir: Path | str, *, tasks: list[str] = ("wine-classification", "diabetes-regression"), n: int = 4,
                    max_steps: int = 6, runtime: str = "local", **rollout) -> RunConfig:
     return RunConfig.model_validate({
-        "run_id": run_dir.name, "run_dir": str(run_dir),
+        "run_id": str(run_dir).rstrip("/").rsplit("/", 1)[-1], "run_dir": str(run_dir),
         "episodes": {"tasks": [str(EXAMPLES / t) for t in tasks], "episodes_per_task": n},
         "agent": {"max_steps": max_steps}, "sandbox": {"runtime": runtime},
         "rollout": {"progress": False, "lease_size": 2, **rollout},
     })
 
 
+def _read(run_dir: str, path: str, columns: list[str]):
+    fs, _ = resolve(run_dir)
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
 def raw_episode_ids(run_dir: str) -> list[str]:
     """Episode ids of every stored row, duplicates included (no dedup on read)."""
-    return [e for p in shard_paths(run_dir) for e in pq.read_table(p, columns=["episode_id"]).column(0).to_pylist()]
+    return [e for p in shard_paths(run_dir) for e in _read(run_dir, p, ["episode_id"]).column(0).to_pylist()]
 
 
 def assert_exactly_once(cfg: RunConfig) -> dict[str, int]:
@@ -102,7 +108,7 @@ def assert_exactly_once(cfg: RunConfig) -> dict[str, int]:
     ids = raw_episode_ids(cfg.run_dir)
     dups = [e for e, c in Counter(ids).items() if c > 1]
     assert not dups, f"episodes stored more than once: {dups}"
-    rows = [pq.read_table(p, columns=["task_id", "infra_error", "seed"]).to_pylist() for p in shard_paths(cfg.run_dir)]
+    rows = [_read(cfg.run_dir, p, ["task_id", "infra_error", "seed"]).to_pylist() for p in shard_paths(cfg.run_dir)]
     clean = Counter(r["task_id"] for shard in rows for r in shard if r["infra_error"] is None)
     assert set(clean.values()) == {cfg.episodes.episodes_per_task}, clean
     return dict(clean)

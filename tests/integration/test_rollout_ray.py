@@ -4,6 +4,7 @@ budget, cancel and the dry run's projection."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -11,9 +12,11 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 import ray
 import ray.cloudpickle
+from moto.server import ThreadedMotoServer
 
 from actors.rollout import RolloutDriver, RolloutWorker
 from engine.errors import EngineError
@@ -29,13 +32,32 @@ ray.cloudpickle.register_pickle_by_value(rollout_helpers)
 pytestmark = pytest.mark.timeout(600)
 
 
+BUCKET = "synthscale-rollouts"
+
+
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
+    """A local Ray instance whose nodes' environment points at a loopback S3 (moto), as a cluster's nodes
+    would carry their credentials (never runtime_env)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1").create_bucket(Bucket=BUCKET)
     temp = f"/tmp/rr{time.time_ns() % 10**8}"
     ray.init(address="local", num_cpus=4, num_gpus=4, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _run(cfg, **kw):
@@ -77,6 +99,18 @@ def test_sandboxes_see_their_workers_gpu(tmp_path):
     assert_exactly_once(cfg)
     assert (Path(cfg.run_dir) / "rollouts" / "manifest.json").exists()
     assert list((Path(cfg.run_dir) / "rollouts" / "traj").iterdir())  # MLGym export
+
+
+def test_rollouts_stream_into_s3_exactly_once_with_a_death_between_write_and_ack(tmp_path):
+    cfg = rollout_config(f"s3://{BUCKET}/runs/s3run", n=2, gpu_workers=2, cpu_workers=0)
+    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
+                            after_write=DieAfterWrite(str(tmp_path / "died")))
+    assert manifest is not None and manifest.counts["episodes"] == 4
+    assert driver.stats["leases_replayed"] == 1
+    assert_exactly_once(cfg)
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).list_objects_v2(
+        Bucket=BUCKET, Prefix="runs/s3run/rollouts/")["Contents"]]
+    assert "runs/s3run/rollouts/manifest.json" in keys and any("/traj/" in k for k in keys)
 
 
 def test_killed_workers_lose_nothing_and_duplicate_nothing(tmp_path):
