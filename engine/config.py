@@ -253,6 +253,10 @@ class EvalConfig(_Config):
     methods: list[EvalMethod] = Field(default_factory=list, description="The set compared (AUP depends on it).")
     tasks: list[Path] = Field(default_factory=list, description="The suite: task folders, or folders of them "
                                                                 "(MLGym's via `synthscale task import-mlgym`).")
+    mlgym_dir: Path | None = Field(None, description="A checkout of MLGym whose tasks join the suite (imported "
+                                                      "into RUN/eval/suite/ at the stage's start).")
+    mlgym_tasks: list[str] = Field(default_factory=list, description="MLGym task ids to import; empty with "
+                                                                      "mlgym_dir: every task this image supports.")
     runs_per_task: int = Field(64, gt=0, description="Runs of each method on each task (the paper's 64).")
     baseline: str = Field("baseline", description="Name of the baseline row (the tasks' baseline scores).")
     bootstrap_resamples: int = Field(1000, gt=0, description="Resamples of the confidence intervals.")
@@ -265,6 +269,8 @@ class EvalConfig(_Config):
             raise ConfigError(f"eval.methods: names {dup} appear twice; every row needs its own name")
         if self.baseline in names:
             raise ConfigError(f"eval.methods: {self.baseline!r} is the baseline row's name; rename the method")
+        if self.mlgym_tasks and self.mlgym_dir is None:
+            raise ConfigError("eval.mlgym_tasks is set but eval.mlgym_dir is not; point it at a checkout of MLGym")
         return self
 
 

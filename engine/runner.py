@@ -236,10 +236,35 @@ def run_eval_stage(cfg: RunConfig, *, address: str | None = None, start_over: bo
 
     from actors.evaluate import run_eval
 
-    if not cfg.eval.tasks:
-        raise ConfigError("eval.tasks is empty; list the suite's task folders (or import MLGym's with "
-                          "`synthscale task import-mlgym`)")
-    tasks = load_tasks(list(cfg.eval.tasks))
+    tasks = eval_suite(cfg)
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
     return run_eval(cfg, tasks, start_over=start_over)
+
+
+def eval_suite(cfg: RunConfig) -> list[TaskSpec]:
+    """The evaluation's tasks: `eval.tasks` plus MLGym's tasks imported from `eval.mlgym_dir` into RUN/eval/suite/."""
+    from engine.artifacts import resolve
+
+    tasks = load_tasks(list(cfg.eval.tasks)) if cfg.eval.tasks else []
+    if cfg.eval.mlgym_dir is not None:
+        from engine.errors import TaskError
+        from engine.tasks.mlgym import available_task_ids, import_mlgym_task
+
+        fs, base = resolve(cfg.run_dir)
+        if fs.type_name != "local":
+            raise ConfigError(f"eval.mlgym_dir: run_dir {cfg.run_dir} is not local; rollout workers need the imported "
+                              "tasks on a shared filesystem: import them with `synthscale task import-mlgym` and "
+                              "list the folders in eval.tasks")
+        suite = Path(base) / "eval" / "suite"
+        wanted = cfg.eval.mlgym_tasks or sorted(available_task_ids(cfg.eval.mlgym_dir))
+        for task_id in wanted:
+            try:
+                tasks.append(import_mlgym_task(cfg.eval.mlgym_dir, task_id, suite))
+            except TaskError as e:
+                if cfg.eval.mlgym_tasks:
+                    raise
+                log.warning("eval %s: MLGym task %s left out: %s", cfg.run_id, task_id, e)
+    if not tasks:
+        raise ConfigError("the evaluation suite is empty: list task folders in eval.tasks, or set eval.mlgym_dir")
+    return tasks
