@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import posixpath
 import shlex
 import tarfile
@@ -192,3 +193,14 @@ def write_host_file(dest: Path, data: bytes) -> None:
     tmp = dest.with_name(dest.name + ".part")
     tmp.write_bytes(data)
     tmp.replace(dest)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still exists (one we may not signal counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

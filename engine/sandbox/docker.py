@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ from engine.config import SandboxConfig
 from engine.errors import SandboxError
 from engine.protocols import ExecResult, SandboxSpec
 from engine.sandbox.common import (
-    HOME, KILL_EXIT_CODE, SYSTEM_PATH, WORKDIR, OutputBuffer, bash_script, minimal_env, raise_file_error,
-    sandbox_path, single_file_tar, workspace_tar, wrap_file_in_tar, write_host_file,
+    HOME, KILL_EXIT_CODE, SYSTEM_PATH, WORKDIR, OutputBuffer, bash_script, minimal_env, pid_alive,
+    raise_file_error, sandbox_path, single_file_tar, workspace_tar, wrap_file_in_tar, write_host_file,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -95,11 +96,13 @@ def container_kwargs(cfg: SandboxConfig, spec: SandboxSpec, labels: dict[str, st
     return kwargs
 
 
-def reap(client: Any, run_id: str | None = None) -> int:
-    """Remove every container we labelled (of one run, or of all runs); returns how many went."""
+def reap(client: Any, run_id: str | None = None, keep: Callable[[Any], bool] | None = None) -> int:
+    """Remove every container we labelled (of one run, or of all runs) unless `keep(container)`; returns how many went."""
     filters = [f"{MANAGED_LABEL}=1"] + ([f"synthscale.run_id={run_id}"] if run_id else [])
     removed = 0
     for container in client.containers.list(all=True, filters={"label": filters}):
+        if keep is not None and keep(container):
+            continue
         try:
             container.remove(force=True)
             removed += 1
@@ -138,20 +141,7 @@ class DockerRuntime:
     def reap_leftovers(self) -> int:
         """Remove containers of this run whose owning process (on this host) is dead: a crashed driver's or a
         restarted worker's. Containers of live processes are kept, so workers sharing a node reap safely."""
-        filters = [f"{MANAGED_LABEL}=1", f"synthscale.run_id={self.run_id}"]
-        removed = 0
-        for container in self.client.containers.list(all=True, filters={"label": filters}):
-            host, _, pid = container.labels.get(OWNER_LABEL, "").partition(":")
-            if host == socket.gethostname() and pid.isdigit() and _pid_alive(int(pid)):
-                continue
-            try:
-                container.remove(force=True)
-                removed += 1
-            except _docker().errors.NotFound:
-                pass
-        if removed:
-            logger.info("run %s: reaped %d containers left by dead processes", self.run_id, removed)
-        return removed
+        return reap(self.client, self.run_id, keep=_owner_alive)
 
     def start(self, spec: SandboxSpec) -> DockerSandbox:
         """A fresh container with the starter workspace unpacked."""
@@ -334,11 +324,7 @@ class DockerSandbox:
         self.close()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _owner_alive(container: Any) -> bool:
+    """The container's starter is a live process on this host (its own worker still uses it)."""
+    host, _, pid = container.labels.get(OWNER_LABEL, "").partition(":")
+    return host == socket.gethostname() and pid.isdigit() and pid_alive(int(pid))

@@ -38,7 +38,7 @@ from engine.protocols import ExecResult, SandboxSpec
 from engine.sandbox.bwrap import agent_passwd, bwrap_argv, drop_privileges_argv, rlimit_argv, sandbox_path_env
 from engine.sandbox.cgroups import SandboxCgroup
 from engine.sandbox.common import (
-    KILL_EXIT_CODE, WORKDIR, bash_script, minimal_env, raise_file_error, sandbox_path, workspace_tar,
+    KILL_EXIT_CODE, WORKDIR, bash_script, minimal_env, pid_alive, raise_file_error, sandbox_path, workspace_tar,
     write_host_file,
 )  # fmt: skip
 from engine.sandbox.process import run_capped, run_raw
@@ -84,7 +84,7 @@ class LocalRuntime:
                 pid = int(owner.read_text())
             except (OSError, ValueError):
                 continue  # not ours, or still being created
-            if _alive(pid):
+            if pid_alive(pid):
                 continue
             logger.info("run %s: reaping local sandbox %s left by dead process %d", self.run_id, base, pid)
             SandboxCgroup.existing(base.name).remove()
@@ -277,16 +277,6 @@ class LocalSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _force_remove(func, path, _exc_info) -> None:  # noqa: ANN001 (shutil.rmtree's onerror signature)
