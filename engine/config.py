@@ -55,6 +55,8 @@ class ModelConfig(_Config):
     name: str = Field("heuristic", description="Model name sent to the endpoint, and its price-table key.")
     base_url: str | None = Field(None, description="Endpoint root, e.g. http://vllm:8000/v1; None is OpenAI's.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable that holds the key (never the key).")
+    api_key_file: Path | None = Field(
+        None, description="A mounted secret holding the key, read when the variable is unset (never the key itself).")
     timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
     max_retries: int = Field(6, ge=0, description="Retries on 429, 5xx, timeouts and connection errors.")
     backoff_base_s: float = Field(1.0, gt=0, description="First backoff; doubles each retry, with full jitter.")
@@ -291,7 +293,7 @@ class RunConfig(_Config):
         """Stable hash of the settings that determine results (paths, ids and cluster operations excluded)."""
         # operational settings (where the endpoint is, how patient the client is, the cluster's shape) can change
         # between attempts of a stage without changing its results
-        operational = {"base_url", "api_key_env", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",
+        operational = {"base_url", "api_key_env", "api_key_file", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",
                        "max_concurrency"}
         data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True, "rollout": True, "eval": True,
                                                      "model": operational})

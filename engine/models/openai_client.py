@@ -98,6 +98,15 @@ class OpenAIChatModel:
         key = os.environ.get(self.cfg.api_key_env)
         if key:
             return key
+        if self.cfg.api_key_file is not None:  # a mounted secret (Kubernetes Secret volume, Docker secret)
+            try:
+                key = self.cfg.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ConfigError(f"model.api_key_file {self.cfg.api_key_file}: cannot read it ({e.strerror}); mount "
+                                  "the secret on every node or set the environment variable "
+                                  f"{self.cfg.api_key_env}") from None
+            if key:
+                return key
         if is_local_url(self.cfg.base_url) or self.cfg.replay_only:
             return LOCAL_PLACEHOLDER_KEY
         raise ConfigError(

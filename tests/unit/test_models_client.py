@@ -29,6 +29,17 @@ def test_missing_key_for_remote_endpoint_names_the_variable(monkeypatch):
         OpenAIChatModel(cfg(base_url="https://example.openai.azure.com/openai/v1"))
 
 
+def test_key_from_a_mounted_secret_file_never_enters_repr_or_pickle(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV, raising=False)
+    secret = tmp_path / "openai-key"
+    secret.write_text(SECRET + "\n")
+    model = OpenAIChatModel(cfg(api_key_file=secret))
+    assert model._read_key() == SECRET
+    assert SECRET not in repr(model) and SECRET.encode() not in pickle.dumps(model)
+    with pytest.raises(ConfigError, match="api_key_file .*missing.*cannot read it"):
+        OpenAIChatModel(cfg(api_key_file=tmp_path / "missing"))
+
+
 def test_local_endpoint_and_replay_need_no_key(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV, raising=False)
     assert OpenAIChatModel(cfg(base_url="http://127.0.0.1:8000/v1")).name == "gpt-5"
