@@ -89,6 +89,8 @@ class _Worker:
     slots: int
     busy: int = 0
     task: str | None = None
+    failures: int = 0  # losses in a row: the worker is restarting, or its node is gone
+    resting_until: float = 0.0  # no leases before this (exponential backoff after a loss)
 
 
 @dataclass
@@ -142,8 +144,13 @@ class RolloutDriver:
 
         export_store(self.cfg)
         failed = [tid for tid, p in sched.progress().items() if p["failed"]]
+        if failed:
+            log.error("run %s: tasks given up after too many infra failures (rollout.max_infra_failures_per_task): %s;"
+                      " `synthscale status %s` shows their errors; re-run to try them again",
+                      self.cfg.run_id, failed, self.cfg.run_dir)
         manifest = rollout_manifest(self.cfg, time.time() - started, counts_extra={
             **self.stats, "tasks": len(self.tasks), "tasks_failed": len(failed)})
+        manifest.rejects.update({f"task_failed:{tid}": sched.progress()[tid]["infra_failed"] for tid in failed})
         write_manifest(stage_dir, manifest)
         return manifest
 
@@ -151,7 +158,9 @@ class RolloutDriver:
         cfg, r = self.cfg, self.cfg.rollout
         res = ray.cluster_resources()
         plan = plan_workers(cfg, self.tasks, res.get("GPU", 0.0), res.get("CPU", 0.0))
-        self.limiter = RateLimiterActor.options(num_cpus=0).remote(r.rate_limit, r.budget_usd)
+        # the limiter lives beside the driver: a worker node going away must not take the shared limiter with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.limiter = RateLimiterActor.options(num_cpus=0, scheduling_strategy=here).remote(r.rate_limit, r.budget_usd)
         # constructor arguments live in the object store for as long as this stage holds the ref, so a
         # restarted worker can always be rebuilt (Ray frees them otherwise: ray-project/ray#53727)
         self._init_args = ray.put((cfg, [str(t.root) for t in self.tasks], self.limiter, self.model_factory,
@@ -201,6 +210,10 @@ class RolloutDriver:
             if not self.inflight:
                 if sched.finished():
                     break
+                resting = [w.resting_until for w in self.workers if w.resting_until > time.time()]
+                if resting:  # every worker that could take the work is restarting: wait for the first
+                    time.sleep(max(0.0, min(resting) - time.time()))
+                    continue
                 raise EngineError(f"run {self.cfg.run_id}: work remains but no worker can take it "
                                   f"({sched.progress()})")
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
@@ -213,6 +226,8 @@ class RolloutDriver:
         sched = self.scheduler
         assert sched is not None
         for w in self.workers:
+            if w.resting_until > now:
+                continue
             while w.busy < w.slots:
                 lease = sched.next_lease(w.worker_id, gpu=w.gpu, now=now, prefer_task=w.task)
                 if lease is None:
@@ -234,6 +249,7 @@ class RolloutDriver:
             log.warning("run %s worker %s: lost lease %s (%s); re-issuing", self.cfg.run_id, job.worker.worker_id,
                         job.lease.lease_id, type(e).__name__)
             self.stats["leases_lost"] += 1
+            self._rest(job.worker)
             sched.lost(job.lease.lease_id, time.time(), job.attempt)
             return
         except RayTaskError as e:  # a bug or a storage failure inside the worker: retry the lease, then give up
@@ -242,11 +258,18 @@ class RolloutDriver:
             self.stats["leases_lost"] += 1
             sched.lost(job.lease.lease_id, time.time(), job.attempt)
             return
+        job.worker.failures = 0
         self.stats["leases_replayed"] += result.replayed
         self._watch_infra(result)
         sched.complete(result.lease_id, result.outcomes, time.time(), budget_exhausted=result.budget_exhausted)
         if self.progress is not None:
             self.progress(sched, result)
+
+    def _rest(self, worker: _Worker) -> None:
+        """Give a worker that lost a lease time to restart before it gets another (1 s, doubling, at most 60 s),
+        so a restarting actor does not burn the lease attempts of everything handed to it meanwhile."""
+        worker.failures += 1
+        worker.resting_until = time.time() + min(60.0, 2.0 ** (worker.failures - 1))
 
     def _watch_infra(self, result: LeaseResult) -> None:
         """Stop the stage when episodes keep failing for the cluster's reasons: that is systemic, not bad luck."""

@@ -41,9 +41,16 @@ def rollout(
         raise typer.Exit(3)
     else:
         c = result.counts
+        if c.get("tasks_failed"):
+            failed = sorted(k.split(":", 1)[1] for k in result.rejects if k.startswith("task_failed:"))
+            typer.secho(f"rollout {cfg.run_id}: {c['tasks_failed']} tasks failed for infrastructure reasons "
+                        f"({', '.join(failed)}); `synthscale status {cfg.run_dir}` shows why; re-run to retry them",
+                        fg=typer.colors.YELLOW, err=True)
         typer.echo(f"rollout {cfg.run_id}: {c['episodes']} trajectories ({c['succeeded']} with a successful "
                    f"submission, {c['infra_errors']} infra errors) of {c['tasks']} tasks, ${result.cost_usd:.2f}, "
                    f"{result.wall_time_s:.0f} s → {cfg.run_dir.rstrip('/')}/rollouts/")
+        if c.get("tasks_failed"):
+            raise typer.Exit(4)
 
 
 def register(app: typer.Typer) -> None:

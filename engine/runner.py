@@ -160,13 +160,10 @@ def run_rollout_stage(cfg: RunConfig, *, address: str | None = None, start_over:
 
     Returns the manifest; None when the stage stopped early (budget or cancel), which a re-run resumes.
     `dry_run` runs a pilot into RUN/pilot/ and returns (and writes there) the projection of the whole stage."""
-    import ray
-
     from actors.rollout import RolloutDriver
 
     tasks = load_tasks(list(cfg.episodes.tasks))
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+    connect_ray(address)
     if dry_run:
         return _dry_run(cfg, tasks, start_over=start_over, model_factory=model_factory)
     show = cfg.rollout.progress if progress is None else progress
@@ -232,13 +229,10 @@ class _ProgressBar:
 def run_eval_stage(cfg: RunConfig, *, address: str | None = None, start_over: bool = False):
     """`synthscale eval`: every method of `eval.methods` on the suite `eval.tasks`, R runs per task, on a Ray
     cluster (None starts a local one); returns (manifest, report) and writes RUN/eval/."""
-    import ray
-
     from actors.evaluate import run_eval
 
     tasks = eval_suite(cfg)
-    if not ray.is_initialized():
-        ray.init(address=address, log_to_driver=False)
+    connect_ray(address)
     return run_eval(cfg, tasks, start_over=start_over)
 
 
@@ -268,3 +262,20 @@ def eval_suite(cfg: RunConfig) -> list[TaskSpec]:
     if not tasks:
         raise ConfigError("the evaluation suite is empty: list task folders in eval.tasks, or set eval.mlgym_dir")
     return tasks
+
+
+def connect_ray(address: str | None) -> None:
+    """Join the cluster at `address` (None: start a local instance), with errors that say what to do."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, log_to_driver=False)
+    except AuthenticationError as e:
+        raise ConfigError(f"Ray cluster {address}: authentication failed ({e}); export RAY_AUTH_MODE=token and "
+                          "RAY_AUTH_TOKEN (from `ray get-auth-token` on the head)") from None
+    except ConnectionError as e:
+        raise ConfigError(f"Ray cluster {address}: cannot connect ({e}); check the address (HOST:6379, "
+                          "ray://HOST:10001 or auto) and that the cluster is up") from None

@@ -91,6 +91,7 @@ class _TaskState:
     infra_failed: int
     used: set[int]
     in_flight: int = 0
+    infra_now: int = 0  # infra failures of this attempt of the stage (what the give-up threshold counts)
     requeued: deque[Lease] = field(default_factory=deque)
     failed: bool = False
 
@@ -132,8 +133,6 @@ class Scheduler:
         self.attempts: dict[str, int] = {}
         self.stopping: str | None = None
         self.failed_leases: list[str] = []
-        for st in self.tasks.values():
-            st.failed = st.infra_failed > max_infra_failures
 
     # -- handing out ----------------------------------------------------------------------------------
     def next_lease(self, worker_id: str, *, gpu: bool, now: float, prefer_task: str | None = None) -> Lease | None:
@@ -198,10 +197,11 @@ class Scheduler:
                 st.done += 1
             else:
                 st.infra_failed += 1
+                st.infra_now += 1
         missing = [s for s in iss.lease.seeds if s not in reported]
         st.used.difference_update(missing)
         st.next_seed = min([st.next_seed, *missing])
-        if st.infra_failed > self.max_infra_failures:
+        if st.infra_now > self.max_infra_failures:
             st.failed = True
         if budget_exhausted:
             self.stop("budget")
@@ -220,7 +220,8 @@ class Scheduler:
             # a lease that kills its worker again and again: give its episodes up as infra failures
             self.failed_leases.append(lease_id)
             st.infra_failed += len(iss.lease.seeds)
-            st.failed = st.infra_failed > self.max_infra_failures
+            st.infra_now += len(iss.lease.seeds)
+            st.failed = st.infra_now > self.max_infra_failures
             return
         st.requeued.append(iss.lease)
 

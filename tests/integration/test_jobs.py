@@ -12,19 +12,19 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from actors.jobs import job_status, wait_for_job
 from engine.trajectories.store import read_trajectories
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ray_head import cluster_pids, free_ports, terminate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,45 +33,7 @@ JOB_ID = re.compile(r"job (raysubmit_\w+) submitted")
 
 
 def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _terminate(pids: set[int]) -> None:
-    procs = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            p.send_signal(signal.SIGTERM)
-            procs.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
-def _cluster_pids(head: subprocess.Popen, temp_dir: str) -> set[int]:
-    pids = {head.pid}
-    try:
-        pids |= {c.pid for c in psutil.Process(head.pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        pass
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if any(temp_dir in part for part in (p.info["cmdline"] or [])):
-            pids.add(p.info["pid"])
-    pids.discard(os.getpid())
-    return pids
+    return free_ports(n, "127.0.0.1")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +61,7 @@ def cluster():
         _wait_for_dashboard(address, head, env, log_path)
         yield address, env
     finally:
-        _terminate(_cluster_pids(head, temp_dir))
+        terminate(cluster_pids(head, temp_dir))
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

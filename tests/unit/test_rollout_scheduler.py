@@ -116,3 +116,11 @@ def test_lease_ids_are_deterministic_in_their_episodes():
 def test_duplicate_task_ids_are_refused():
     with pytest.raises(ValueError):
         Scheduler([TaskTarget(task_id="a", target=1)] * 2, lease_size=1, lease_timeout_s=1)
+
+
+def test_a_rerun_tries_a_failed_task_again_with_fresh_seeds():
+    """Infra failures stored by an earlier attempt are reported, not held against this attempt."""
+    s = Scheduler([TaskTarget(task_id="a", target=2, infra_seeds=list(range(20)))], lease_size=2,
+                  lease_timeout_s=10, max_infra_failures=16)
+    lease = s.next_lease("w", gpu=False, now=0)
+    assert lease.seeds == [20, 21] and s.progress()["a"]["infra_failed"] == 20
