@@ -3,7 +3,6 @@ built by cluster/images/build-offline.sh), plus exact checks of the container ar
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
