@@ -166,14 +166,8 @@ class RolloutDriver:
         self._init_args = ray.put((cfg, [str(t.root) for t in self.tasks], self.limiter, self.model_factory,
                                    self.after_write))
         kinds = [True] * plan.gpu_workers + [False] * plan.cpu_workers
-        for i, gpu in enumerate(kinds):
-            wid = f"{'g' if gpu else 'c'}{i}"
-            slots = 1 if gpu else r.episodes_per_cpu_worker
-            actor = RolloutWorker.options(
-                num_gpus=r.gpus_per_worker if gpu else 0, num_cpus=r.cpus_per_worker, max_concurrency=slots + 1,
-                name=None).remote(self._init_args, wid, slots, r.gpus_per_worker)
-            self.workers.append(_Worker(actor=actor, worker_id=wid, gpu=gpu, slots=slots))
-        infos = ray.get([w.actor.info.remote() for w in self.workers])
+        self.workers = [self._spawn(f"{'g' if gpu else 'c'}{i}", gpu) for i, gpu in enumerate(kinds)]
+        infos = [self._ready(w) for w in self.workers]
         identities = {(i["model"], i["policy"]) for i in infos}
         if len(identities) != 1:
             raise EngineError(f"rollout workers disagree on the model/policy: {sorted(identities)}")
@@ -184,6 +178,28 @@ class RolloutDriver:
                                    max_lease_attempts=r.max_lease_attempts, salt=f"{model}|{policy}")
         log.info("run %s: %d GPU and %d CPU rollout workers; %d episodes queued", cfg.run_id, plan.gpu_workers,
                  plan.cpu_workers, self.scheduler.queued_episodes())
+
+    def _spawn(self, worker_id: str, gpu: bool) -> _Worker:
+        r = self.cfg.rollout
+        slots = 1 if gpu else r.episodes_per_cpu_worker
+        actor = RolloutWorker.options(
+            num_gpus=r.gpus_per_worker if gpu else 0, num_cpus=r.cpus_per_worker, max_concurrency=slots + 1,
+        ).remote(self._init_args, worker_id, slots, r.gpus_per_worker)
+        return _Worker(actor=actor, worker_id=worker_id, gpu=gpu, slots=slots)
+
+    def _ready(self, worker: _Worker, attempts: int = 3) -> dict:
+        """The worker's info once it is up; a worker lost while starting (its node went away) is started anew."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return ray.get(worker.actor.info.remote())
+            except RayActorError as e:
+                if attempt == attempts:
+                    raise EngineError(f"run {self.cfg.run_id}: rollout worker {worker.worker_id} died while starting, "
+                                      f"{attempts} times (last: {e}); check the workers' logs (`ray logs`)") from None
+                log.warning("run %s: rollout worker %s died while starting (%s); starting it again",
+                            self.cfg.run_id, worker.worker_id, type(e).__name__)
+                worker.actor = self._spawn(worker.worker_id, worker.gpu).actor
+        raise AssertionError("unreachable")
 
     def _shutdown(self) -> None:
         closes = [w.actor.close.remote() for w in self.workers]
