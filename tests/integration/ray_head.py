@@ -54,3 +54,15 @@ def cluster_pids(head: subprocess.Popen, temp_dir: str) -> set[int]:
             pids.add(p.info["pid"])
     pids.discard(os.getpid())
     return pids
+
+
+WORKER_SPAN = 200  # ports of the head's worker processes: --min-worker-port BASE --max-worker-port BASE+SPAN
+
+
+def head_ports(n: int, host: str = "127.0.0.1") -> tuple[list[int], int]:
+    """`n` free ports for the head's components, and a worker-port base whose range holds none of them (Ray
+    refuses to start when two components' ports overlap)."""
+    while True:
+        *named, base = free_ports(n + 1, host)
+        if base + WORKER_SPAN < 65536 and not any(base <= p <= base + WORKER_SPAN for p in named):
+            return named, base

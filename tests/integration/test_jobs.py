@@ -24,7 +24,7 @@ from actors.jobs import job_status, wait_for_job
 from engine.trajectories.store import read_trajectories
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ray_head import cluster_pids, free_ports, terminate  # noqa: E402
+from ray_head import WORKER_SPAN, cluster_pids, free_ports, head_ports, terminate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,14 +44,13 @@ def cluster():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
-    gcs, dash, client, agent_http, agent_grpc, renv, metrics, nm, om = _free_ports(9)
-    workers = _free_ports(1)[0]
+    (gcs, dash, client, agent_http, agent_grpc, renv, metrics, nm, om), workers = head_ports(9, "127.0.0.1")
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
            "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
            "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent_http),
            "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(renv),
            "--metrics-export-port", str(metrics), "--node-manager-port", str(nm), "--object-manager-port", str(om),
-           "--min-worker-port", str(workers), "--max-worker-port", str(workers + 200),
+           "--min-worker-port", str(workers), "--max-worker-port", str(workers + WORKER_SPAN),
            "--num-cpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats"]
     log_path = Path(temp_dir) / "head.log"
     with open(log_path, "wb") as log:

@@ -36,7 +36,7 @@ from engine.trajectories.store import read_trajectories, shard_paths
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rollout_helpers  # noqa: E402
-from ray_head import cluster_pids, free_ports, terminate  # noqa: E402
+from ray_head import WORKER_SPAN, cluster_pids, free_ports, head_ports, terminate  # noqa: E402
 from rollout_helpers import (  # noqa: E402
     EXAMPLES, QUICK, PlaybookFactory, assert_exactly_once, raw_episode_ids, rollout_config)
 
@@ -88,8 +88,7 @@ def head():
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_metrics_report_interval_ms": "1000", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    gcs, client, agent_http, agent_grpc, renv, metrics, nm, om = _free_ports(8)
-    workers = _free_ports(1)[0]
+    (gcs, client, agent_http, agent_grpc, renv, metrics, nm, om), workers = head_ports(8, "")
     # No --node-ip-address 127.0.0.1: ray.init rewrites a loopback address to the machine's own IP
     # (services.resolve_ip_for_localhost), so a GCS bound to loopback only would refuse the drivers.
     cmd = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(gcs),
@@ -97,7 +96,7 @@ def head():
            "--dashboard-agent-listen-port", str(agent_http), "--dashboard-agent-grpc-port", str(agent_grpc),
            "--runtime-env-agent-port", str(renv), "--metrics-export-port", str(metrics),
            "--node-manager-port", str(nm), "--object-manager-port", str(om),
-           "--min-worker-port", str(workers), "--max-worker-port", str(workers + 200),
+           "--min-worker-port", str(workers), "--max-worker-port", str(workers + WORKER_SPAN),
            "--num-cpus", "4", "--num-gpus", "2", "--temp-dir", temp_dir, "--disable-usage-stats"]
     log_path = Path(temp_dir) / "head.log"
     with open(log_path, "wb") as log:

@@ -131,7 +131,8 @@ def test_killed_workers_lose_nothing_and_duplicate_nothing(tmp_path):
         time.sleep(0.5)
     thread.join(timeout=400)
     assert killed == 2 and out["m"] is not None
-    assert driver.stats["leases_lost"] >= 2
+    # a kill can land just after a lease's result was returned (nothing lost), but not both of them here
+    assert driver.stats["leases_lost"] >= 1
     assert_exactly_once(cfg)
 
 
