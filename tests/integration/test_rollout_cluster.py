@@ -30,6 +30,7 @@ from ray.cluster_utils import Cluster
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from actors.rollout import RolloutDriver
+from engine.artifacts import read_manifest
 from engine.rollout.grafana import dashboard_metric_names
 from engine.runner import load_tasks
 from engine.trajectories.store import read_trajectories, shard_paths
@@ -261,6 +262,25 @@ def test_a_killed_driver_is_resumed_by_running_it_again(head, tmp_path):
 
 
 # -- 3. live metrics ------------------------------------------------------------------------------------
+DRIVER_SCRIPT = """
+import sys
+sys.path.insert(0, {helpers!r})
+from pathlib import Path
+import ray, ray.cloudpickle
+import rollout_helpers
+from rollout_helpers import QUICK, PlaybookFactory, rollout_config
+from actors.rollout import RolloutDriver
+from engine.runner import load_tasks
+
+ray.cloudpickle.register_pickle_by_value(rollout_helpers)
+cfg = rollout_config(Path({run_dir!r}), n=2, gpu_workers=2, cpu_workers=0, lease_size=1)
+factory = PlaybookFactory(["sleep 2", *QUICK], cost_per_call_usd=0.001, fail_once_marker={marker!r})
+ray.init(address={address!r}, log_to_driver=False)
+RolloutDriver(cfg, load_tasks(list(cfg.episodes.tasks)), model_factory=factory).run()
+ray.shutdown()
+"""
+
+
 class _Scraper:
     """Scrapes a metrics port every second in a thread: every sample name seen, and the highest count of
     submitted trajectories of one run seen at once."""
@@ -300,21 +320,21 @@ def test_metrics_port_serves_every_dashboard_series_during_a_run(head, tmp_path)
     wanted = dashboard_metric_names(DASHBOARD)
     assert "ray_synthscale_trajectories_total" in wanted and "ray_synthscale_queued_episodes" in wanted
     cfg = rollout_config(tmp_path / "live", n=2, gpu_workers=2, cpu_workers=0, lease_size=1)
-    factory = PlaybookFactory(["sleep 2", *QUICK], cost_per_call_usd=0.001,
-                              fail_once_marker=str(tmp_path / "outage"))
-    ray.init(address=address, log_to_driver=False)
+    # the driver runs in its own process, as a job's driver would (and free of this test process's Ray state)
+    script = tmp_path / "drive.py"
+    script.write_text(DRIVER_SCRIPT.format(helpers=str(Path(__file__).parent), address=address,
+                                           run_dir=str(tmp_path / "live"), marker=str(tmp_path / "outage")))
+    scraper = _Scraper(port, cfg.run_id).start()
     try:
-        driver = RolloutDriver(cfg, load_tasks(list(cfg.episodes.tasks)), model_factory=factory)
-        scraper = _Scraper(port, cfg.run_id).start()
-        try:
-            manifest = driver.run()
-            deadline = time.monotonic() + 15  # a few more exports after the stage ended
-            while time.monotonic() < deadline and (wanted - scraper.names or scraper.submitted < 4):
-                time.sleep(1.0)
-        finally:
-            scraper.stop()
+        driver = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=400,
+                                env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+        assert driver.returncode == 0, driver.stdout[-3000:] + driver.stderr[-3000:]
+        deadline = time.monotonic() + 15  # a few more exports after the stage ended
+        while time.monotonic() < deadline and (wanted - scraper.names or scraper.submitted < 4):
+            time.sleep(1.0)
     finally:
-        ray.shutdown()
+        scraper.stop()
+    manifest = read_manifest(f"{cfg.run_dir}/rollouts")
     assert (tmp_path / "outage").exists()  # the injected endpoint outage happened
     assert manifest is not None and manifest.counts["episodes"] == 4
     records = read_trajectories(cfg.run_dir)
