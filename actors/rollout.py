@@ -143,14 +143,15 @@ class RolloutDriver:
         from engine.rollout.export import export_store
 
         export_store(self.cfg)
-        failed = [tid for tid, p in sched.progress().items() if p["failed"]]
+        progress = sched.progress()
+        failed = [tid for tid, p in progress.items() if p["failed"]]
         if failed:
             log.error("run %s: tasks given up after too many infra failures (rollout.max_infra_failures_per_task): %s;"
                       " `synthscale status %s` shows their errors; re-run to try them again",
                       self.cfg.run_id, failed, self.cfg.run_dir)
         manifest = rollout_manifest(self.cfg, time.time() - started, counts_extra={
             **self.stats, "tasks": len(self.tasks), "tasks_failed": len(failed)})
-        manifest.rejects.update({f"task_failed:{tid}": sched.progress()[tid]["infra_failed"] for tid in failed})
+        manifest.rejects.update({f"task_failed:{tid}": progress[tid]["infra_failed"] for tid in failed})
         write_manifest(stage_dir, manifest)
         return manifest
 

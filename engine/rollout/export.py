@@ -11,10 +11,9 @@ from engine.trajectories.store import read_trajectory_table, table_to_records
 
 def export_store(cfg: RunConfig) -> int:
     """Export every stored episode (infra errors excluded by the exporter), task by task; returns the task count."""
-    ids = read_trajectory_table(cfg.run_dir, columns=["task_id"]).column("task_id").unique().to_pylist()
-    table = read_trajectory_table(cfg.run_dir) if ids else None
+    table = read_trajectory_table(cfg.run_dir)
+    ids = table.column("task_id").unique().to_pylist()
     for task_id in sorted(ids):
-        assert table is not None
         part = table.filter(pc.equal(table["task_id"], task_id))
         export_mlgym(table_to_records(part), f"{cfg.run_dir.rstrip('/')}/rollouts",
                      environment=f"synthscale-{cfg.sandbox.runtime}")
