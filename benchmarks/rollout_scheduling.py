@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from actors.rollout import RolloutDriver  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
-from engine.models.playbook import PlaybookModel  # noqa: E402
+from engine.testing.playbook import PlaybookModel  # noqa: E402
 from engine.runner import load_tasks  # noqa: E402
 from engine.trajectories.store import read_trajectories  # noqa: E402
 

@@ -25,7 +25,7 @@ from engine.config import ModelConfig, Price, RunConfig, SandboxConfig, SynthCon
 from engine.models.ratelimit import RateLimiter  # noqa: E402
 from engine.models.server import ChatCompletionsServer  # noqa: E402
 from engine.protocols import Completion, Usage  # noqa: E402
-from engine.synth.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes  # noqa: E402
+from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes  # noqa: E402
 from engine.synth.stage import run_synth  # noqa: E402
 
 WORDS = ("amber basalt cedar delta ember fjord granite harbor iris juniper kelp lagoon meadow nimbus onyx prairie "

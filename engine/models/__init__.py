@@ -9,7 +9,6 @@ from engine.errors import ConfigError
 from engine.models.cache import ResponseCache, cache_key
 from engine.models.openai_client import OpenAIChatModel
 from engine.models.pricing import cost_usd, find_price
-from engine.models.scripted import ScriptedModel
 from engine.models.server import ChatCompletionsServer, serve
 from engine.models.wire import request_kwargs
 from engine.protocols import ChatModel
@@ -18,7 +17,6 @@ __all__ = [
     "ChatCompletionsServer",
     "OpenAIChatModel",
     "ResponseCache",
-    "ScriptedModel",
     "cache_key",
     "cost_usd",
     "find_price",

@@ -214,7 +214,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class ChatCompletionsServer:
     """A loopback OpenAI-compatible server in a background thread; use it as a context manager.
 
-    >>> from engine.models.scripted import ScriptedModel
+    >>> from engine.testing.scripted import ScriptedModel
     >>> with ChatCompletionsServer(ScriptedModel(["hi"])) as srv:
     ...     srv.base_url.startswith("http://127.0.0.1:")
     True

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from engine.artifacts import resolve
 from engine.config import RunConfig
 from engine.errors import ModelError
-from engine.models.playbook import PlaybookModel
+from engine.testing.playbook import PlaybookModel
 from engine.trajectories.store import shard_paths
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tasks"

@@ -16,7 +16,7 @@ from engine.agent.episode import run_episode
 from engine.agent.heuristic import HeuristicModel
 from engine.config import AgentConfig, ModelConfig, RunConfig, SamplingConfig, SandboxConfig
 from engine.models.openai_client import OpenAIChatModel
-from engine.models.scripted import ScriptedModel
+from engine.testing.scripted import ScriptedModel
 from engine.models.server import ChatCompletionsServer
 from engine.protocols import SandboxSpec
 from engine.records import TrajectoryRecord

@@ -11,7 +11,7 @@ from huggingface_hub import constants as hf_constants
 from engine.config import HubConfig
 from engine.errors import ConfigError, HubError
 from engine.synth.hub import HubDatasetValidator, describe_samples
-from engine.synth.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
 from engine.synth.records import DatasetProposal, ProposalRecord
 
 TOKEN_ENV = "SYNTHSCALE_TEST_HF_TOKEN"

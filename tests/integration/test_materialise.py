@@ -9,7 +9,7 @@ from huggingface_hub import constants as hf_constants
 from engine.config import HubConfig
 from engine.errors import DatasetRejectedError
 from engine.synth.hub import HubDatasetValidator
-from engine.synth.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
 from engine.synth.materialise import materialise
 from engine.synth.records import DatasetCheck, DatasetProposal, ProposalRecord
 

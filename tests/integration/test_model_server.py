@@ -10,7 +10,8 @@ import pytest
 
 from engine.config import ModelConfig
 from engine.errors import ModelError
-from engine.models import ChatCompletionsServer, OpenAIChatModel, ScriptedModel
+from engine.models import ChatCompletionsServer, OpenAIChatModel
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import Completion, SampleKey, SamplingParams, Usage
 
 MSGS = [{"role": "system", "content": "you are a test"}, {"role": "user", "content": "go"}]

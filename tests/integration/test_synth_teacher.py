@@ -19,7 +19,7 @@ from engine.config import ModelConfig, Price, RunConfig, SandboxConfig, SynthCon
 from engine.models.server import ChatCompletionsServer
 from engine.protocols import Completion, Usage
 from engine.synth.guards.contamination import ContaminationIndex
-from engine.synth.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
 from engine.synth.stage import run_synth
 from engine.models.ratelimit import RateLimiter
 from engine.tasks.folder import load_task

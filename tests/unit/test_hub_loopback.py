@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.synth.loopback_hub import content_sha, git_blob_oid, viewer_layout
+from engine.testing.loopback_hub import content_sha, git_blob_oid, viewer_layout
 
 
 def test_git_blob_oid_matches_git():

@@ -7,7 +7,8 @@ import pytest
 
 from engine.config import ModelConfig
 from engine.errors import ConfigError, ModelError, PricingError
-from engine.models import OpenAIChatModel, ResponseCache, ScriptedModel, make_model
+from engine.models import OpenAIChatModel, ResponseCache, make_model
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import ChatModel, Message, SamplingParams
 
 SECRET = "sk-unit-4f1c0ffee-secret"

@@ -5,7 +5,7 @@ import pytest
 from engine.config import RateLimitConfig
 from engine.errors import BudgetExceededError
 from engine.models.ratelimit import LimitedModel, RateLimiter
-from engine.models.scripted import ScriptedModel
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import SamplingParams
 
 

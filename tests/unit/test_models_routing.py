@@ -8,7 +8,8 @@ import pytest
 
 from engine.config import ModelConfig
 from engine.errors import ConfigError, ModelError
-from engine.models import OpenAIChatModel, ScriptedModel
+from engine.models import OpenAIChatModel
+from engine.testing.scripted import ScriptedModel
 from engine.models.routing import (
     RoutedChatModel,
     is_connection_failure,

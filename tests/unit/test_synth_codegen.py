@@ -13,7 +13,7 @@ import yaml
 
 from engine.agent.heuristic import HeuristicPlan
 from engine.errors import EngineError
-from engine.models.scripted import ScriptedModel
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import SampleKey
 from engine.synth.codegen import (DataSummary, GeneratedCode, apply_move, check_imports, clip_log, generate_task_code,
                                   import_name, requirements_of, task_id_for, to_task_parts)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.models.scripted import ScriptedModel
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import Completion, SampleKey
 from engine.synth.proposals import ProposalReply, proposal_id, propose_task
 from engine.synth.records import DatasetProposal, ProposalRecord, RejectRecord, TopicRecord

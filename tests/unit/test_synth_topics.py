@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.models.scripted import ScriptedModel
+from engine.testing.scripted import ScriptedModel
 from engine.protocols import Completion, SampleKey, SamplingParams
 from engine.synth.records import RejectRecord, TopicRecord
 from engine.synth.topics import normalise_domain, normalise_topic, sample_topics, topic_id
