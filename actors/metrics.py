@@ -66,11 +66,15 @@ class RayRolloutMetrics:
 
 
 class DriverMetrics:
-    """The scheduler's series (exported from the driver)."""
+    """The stage's series, exported from the driver: a `StageObserver` of `RolloutStage`."""
 
     def __init__(self, run_id: str):
         self.tags = {"run_id": run_id}
-        self.queued = Gauge("synthscale_queued_episodes", "Episodes not yet handed to a worker.", tag_keys=("run_id",))
+        self.queued_gauge = Gauge("synthscale_queued_episodes", "Episodes not yet handed to a worker.",
+                                  tag_keys=("run_id",))
 
-    def set_queued(self, n: int) -> None:
-        self.queued.set(n, tags=self.tags)
+    def queued(self, episodes: int) -> None:
+        self.queued_gauge.set(episodes, tags=self.tags)
+
+    def acknowledged(self, scheduler, result) -> None:
+        pass

@@ -114,3 +114,20 @@ def _stop_handles(handles: list[ray.actor.ActorHandle], timeout_s: float = 60.0)
         log.warning("%d model servers did not stop within %gs; killing their actors", len(pending), timeout_s)
     for h in handles:
         ray.kill(h)
+
+
+class RayServerLauncher:
+    """The `ServerLauncher` of a Ray cluster: ModelServer actors (see `start_model_servers`)."""
+
+    def __init__(self) -> None:
+        self.servers: list[RunningServer] = []
+
+    def start(self, cfg: ServeConfig, n: int) -> list[str]:
+        self.servers = start_model_servers(cfg, n)
+        return [s.base_url for s in self.servers]
+
+    def stop(self) -> None:
+        servers, self.servers = self.servers, []
+        if servers:
+            stop_model_servers(servers)
+

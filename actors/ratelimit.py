@@ -12,8 +12,8 @@ from engine.models.ratelimit import RateLimiter
 class RateLimiterActor:
     """Owns the shared RateLimiter; its handle is passed explicitly to whoever calls the teacher."""
 
-    def __init__(self, cfg: RateLimitConfig, budget_usd: float | None = None):
-        self.limiter = RateLimiter(cfg, budget_usd=budget_usd)
+    def __init__(self, cfg: RateLimitConfig, budget_usd: float | None = None, budget_name: str = "the budget"):
+        self.limiter = RateLimiter(cfg, budget_usd=budget_usd, budget_name=budget_name)
 
     def try_acquire(self, tokens: int) -> tuple[float, str | None]:
         return self.limiter.try_acquire(tokens)

@@ -1,7 +1,8 @@
 """Benchmark: rollout-stage throughput on a real local Ray cluster with 8 logical GPUs, against the ideal.
 
-Eight GPU rollout workers (`actors.rollout.RolloutDriver`, local bubblewrap sandboxes, or Docker with
-`--runtime docker`) play episodes of tiny tasks: a `PlaybookModel` answers every turn after `--delay` s and
+Eight GPU rollout workers (`engine.rollout.stage.RolloutStage` over `actors.rollout.RayWorkerPool`, or over
+the in-process pool with `--pool process`; local bubblewrap sandboxes, or Docker with `--runtime docker`)
+play episodes of tiny tasks: a `PlaybookModel` answers every turn after `--delay` s and
 the playbook runs `sleep SLEEP` `--sleeps` times, then `cp answer.csv submission.csv`, then `submit` (graded by a
 standard-library grader in its own sandbox). The ideal episode lasts exactly the configured time,
 (sleeps + 2) × delay + sleeps × sleep (the `cp` and `submit` commands count as zero), and the ideal span of
@@ -36,10 +37,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from actors.rollout import RolloutDriver  # noqa: E402
 from engine.config import RunConfig  # noqa: E402
+from engine.rollout.plan import TaskRef  # noqa: E402
+from engine.rollout.stage import RolloutStage  # noqa: E402
+from engine.tasks.folder import load_tasks  # noqa: E402
 from engine.testing.playbook import PlaybookModel  # noqa: E402
-from engine.runner import load_tasks  # noqa: E402
 from engine.trajectories.store import read_trajectories  # noqa: E402
 
 TEMPLATE = ROOT / "examples" / "tasks" / "wine-classification"
@@ -72,14 +74,17 @@ class BenchFactory:
         return PlaybookModel(self.commands, name="bench-playbook", delay_s=self.delay_s), "playbook"
 
 
-class TimedDriver(RolloutDriver):
-    """Notes when the workers are up, so start-up and the steady state are reported apart."""
+class WorkerOf:
+    """A StageObserver noting which worker played each episode."""
 
-    workers_ready_at: float = 0.0
+    def __init__(self) -> None:
+        self.worker_of: dict[str, str] = {}
 
-    def _start_workers(self) -> None:
-        super()._start_workers()
-        self.workers_ready_at = time.time()
+    def queued(self, episodes: int) -> None:
+        pass
+
+    def acknowledged(self, scheduler, result) -> None:
+        self.worker_of.update((o.episode_id, result.worker_id) for o in result.outcomes)
 
 
 def build_tasks(dest: Path, n: int) -> list[Path]:
@@ -155,14 +160,21 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     ideal_ep = (args.sleeps + 2) * args.delay + args.sleeps * args.sleep
     load_before = os.getloadavg()[0]
     t0 = time.time()
-    worker_of: dict[str, str] = {}
+    refs = [TaskRef.of(t) for t in load_tasks(list(cfg.episodes.tasks))]
+    factory = BenchFactory(commands, args.delay)
+    if args.pool == "ray":
+        from actors.rollout import RayWorkerPool
 
-    def note(_sched, result) -> None:
-        worker_of.update((o.episode_id, result.worker_id) for o in result.outcomes)
+        pool = RayWorkerPool(cfg, refs, model_factory=factory)
+    else:
+        from engine.rollout.local_pool import InProcessPool
 
-    driver = TimedDriver(cfg, load_tasks(list(cfg.episodes.tasks)), model_factory=BenchFactory(commands, args.delay),
-                         progress=note)
-    manifest = driver.run()
+        pool = InProcessPool(cfg, refs, model_factory=factory, gpu_ids=[str(i) for i in range(args.workers)],
+                             cpus=args.num_cpus)
+    note = WorkerOf()
+    stage = RolloutStage(cfg, refs, pool, observers=[note])
+    manifest = stage.run()
+    worker_of = note.worker_of
     t_end = time.time()
     records = read_trajectories(cfg.run_dir)
     if manifest is None or len(records) != cfg.episodes.episodes_per_task * len(tasks):
@@ -182,11 +194,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         # the scheduler's own share: measured episode time (sandbox and grading costs included) / worker time
         "scheduler_efficiency": sum(r.wall_time_s for r in records) / (idle["workers_used"] * span),
         "ideal_traj_per_hour": 3600 * args.workers / ideal_ep, "traj_per_hour_steady": 3600 * n / span,
-        "end_to_end_s": t_end - t0, "startup_s": driver.workers_ready_at - t0,
+        "end_to_end_s": t_end - t0, "startup_s": stage.workers_ready_at - t0,
         "ratio_end_to_end": ideal_span / (t_end - t0),
         "overhead_per_episode_s": breakdown(records, idle, args.delay, args.sleep, args.sleeps),
         "workers_used": idle["workers_used"],
-        "driver_stats": driver.stats, "cpu_cores": os.cpu_count(),
+        "stage_stats": stage.stats, "cpu_cores": os.cpu_count(),
         "load_avg_1min": {"before": load_before, "after": os.getloadavg()[0]},
     }
 
@@ -203,13 +215,16 @@ def main() -> None:
     ap.add_argument("--runtime", choices=["local", "docker"], default="local")
     ap.add_argument("--worker-kind", choices=["gpu", "cpu"], default="gpu",
                     help="cpu: the same workers without GPUs (docker without the NVIDIA runtime refuses GPU requests)")
-    ap.add_argument("--num-cpus", type=int, default=16, help="logical CPUs declared to Ray")
+    ap.add_argument("--num-cpus", type=int, default=16, help="logical CPUs declared to Ray (or the in-process pool)")
+    ap.add_argument("--pool", choices=["ray", "process"], default="ray",
+                    help="ray: RolloutWorker actors; process: the in-process pool's threads (no Ray)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rollout_scheduling.json"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="rsb"))
-    ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.workers, _temp_dir=str(tmp / "ray"),
-             include_dashboard=False, log_to_driver=False)
+    if args.pool == "ray":
+        ray.init(address="local", num_cpus=args.num_cpus, num_gpus=args.workers, _temp_dir=str(tmp / "ray"),
+                 include_dashboard=False, log_to_driver=False)
     try:
         result = run(args, tmp)
     finally:
@@ -218,7 +233,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     o = result["overhead_per_episode_s"]
-    print(f"rollout_scheduling: {args.workers} {args.worker_kind.upper()} workers ({args.runtime}), {result['episodes']} episodes, ideal "
+    print(f"rollout_scheduling: {args.workers} {args.worker_kind.upper()} workers ({args.pool} pool, {args.runtime}), {result['episodes']} episodes, ideal "
           f"{result['ideal_episode_s']:.2f} s/episode → {result['traj_per_hour_steady']:.0f} traj/h vs ideal "
           f"{result['ideal_traj_per_hour']:.0f} (ratio {result['ratio_steady']:.3f} steady, "
           f"{result['ratio_end_to_end']:.3f} with {result['startup_s']:.1f} s start-up; scheduler efficiency "

@@ -1,13 +1,16 @@
-"""Benchmark: the rollout stage's real `Scheduler` on a virtual clock, projecting a GPU cluster's throughput.
+"""Benchmark: the rollout stage (`engine.rollout.stage.RolloutStage`, the class every pool runs under) over simulated
+workers on a virtual clock, projecting a GPU cluster's throughput.
 
-Reads nothing; writes benchmarks/results/rollout_sim.json and prints one summary line.
+Writes a throwaway run dir (a temp folder: the stage's stage.json, config and manifest), then
+benchmarks/results/rollout_sim.json, and prints one summary line.
 Run: `.venv/bin/python benchmarks/rollout_sim.py [--gpus 64] [--tasks 500] [--per-task 16] [--containers 1,2,4]`.
 
-A discrete-event simulation (a heap of timed events, no Ray, no sleeping): every GPU holds `c` task containers
-(rollout workers with `gpus_per_worker = 1/c`), each worker asks `engine.rollout.scheduler.Scheduler` for
-leases exactly as `actors/rollout.py` does (`prefer_task` = the task its container holds) and plays the
-lease's episodes one after another. `c = 1` is the paper's setup (one GPU per container, the GPU idle while
-the teacher thinks) and the baseline; `c = 2, 4` share a GPU.
+A discrete-event simulation (a heap of timed events, no Ray, no sleeping) behind the `WorkerPool` seam:
+every GPU holds `c` task containers (rollout workers with `rollout.gpus_per_worker = 1/c`); the real stage
+plans the workers, asks its real `Scheduler` for leases (`prefer_task` = the task a worker's container
+holds), rests and re-issues after losses, exactly as on a cluster; `SimPool` plays each lease's episodes one
+after another in virtual time. `c = 1` is the paper's setup (one GPU per container, the GPU idle while the
+teacher thinks) and the baseline; `c = 2, 4` share a GPU.
 
 An episode (all durations drawn per episode from a seeded RNG; lognormal(m, s) = m·exp(s·N(0,1))):
 - steps: round(lognormal(40, 0.4)) clipped to [5, 50] (MLGym's 50-step limit; teachers often submit early).
@@ -22,18 +25,19 @@ GPU sharing (processor sharing): while n training commands use one GPU, each run
 1 / (1 + α (n − 1)); α = 0.5 by default (two small MLGym-scale jobs on one GPU each run at 2/3 speed:
 together 1.33× one job); α = 1 would be a GPU that one job already saturates (no gain from sharing).
 Memory is assumed to fit; the teacher endpoint's latency is assumed independent of load (rate limits are
-not modelled). Failures: each worker dies at rate λ per worker-hour (default 0.01; Poisson), its lease is
-`lost()` and re-issued unchanged by the scheduler, and the episodes it had finished in that lease are run
-again (a lease's shard is written only when the lease ends); the worker comes back after 60 s (actor
-restart) with no container.
+not modelled). Failures: each worker dies at rate λ per worker-hour (default 0.01; Poisson); its lease comes
+back lost, the stage rests the worker and hands the same lease out again, and — episodes being stored as
+they end — the next holder plays only the episodes not yet stored: a death costs the episode in progress
+(`episodes_interrupted`), never a finished one (`episodes_redone` stays 0). The worker comes back after
+60 s (actor restart) with no container.
 
 Calibration. Measured on this project's machine (2 cores, no GPU; benchmarks/agent_step.py): docker start
 0.456 s, reset 0.147 s, 127.9 ms exec + 0.7 ms engine time per step (benchmarks/rollout_scheduling.py
-measures the Ray stage's own cost between episodes on top of these: 0.2–1.0 s per episode on that loaded
-machine, under 0.05% of a simulated ≈ 50-minute episode, and not modelled). Assumed, because no GPU machine or teacher endpoint was
-available: the teacher's latency, the step counts, the share and length of training commands, grading time,
-α, the failure rate and the restart delay. Every one of them is a flag; the projection is only as good as
-these assumptions. Throughput is reported over the steady state (between 10% and 90% of episodes done) and
+measures the stage's own cost between episodes on top of these, under 0.05% of a simulated ≈ 50-minute
+episode, and not modelled). Assumed, because no GPU machine or teacher endpoint was available: the
+teacher's latency, the step counts, the share and length of training commands, grading time, α, the
+failure rate and the restart delay. Every one of them is a flag; the projection is only as good as these
+assumptions. Throughput is reported over the steady state (between 10% and 90% of episodes stored) and
 over the whole simulated run (with the tail), and scaled to `--project-per-task` episodes per task.
 """
 
@@ -42,9 +46,11 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import logging
 import math
 import random
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +59,10 @@ from pydantic import BaseModel, ConfigDict, Field
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.rollout.scheduler import EpisodeOutcome, Lease, Scheduler, TaskTarget  # noqa: E402
+from engine.config import RunConfig  # noqa: E402
+from engine.rollout.leases import EpisodeOutcome, Lease, LeaseDone, LeaseResult, WorkerInfo, WorkerSpec  # noqa: E402
+from engine.rollout.plan import TaskRef  # noqa: E402
+from engine.rollout.stage import RolloutStage  # noqa: E402
 
 
 class SimConfig(BaseModel):
@@ -104,13 +113,15 @@ class SimResult(BaseModel):
     gpu_busy_s: float
     gpu_held_s: float
     episode_wall_s_mean: float
-    episodes_played: int = Field(description="Episodes played to the end: stored, or lost with their lease.")
+    episodes_played: int = Field(description="Episodes played to the end (each stored as it ends).")
     failures: int
     leases_lost: int
-    episodes_redone: int
-    worker_hours_lost: float = Field(description="Work of lost leases (finished episodes never stored) + restarts.")
+    episodes_redone: int = Field(description="Stored episodes played again (0: episodes are stored as they end).")
+    episodes_interrupted: int = Field(description="Episodes in progress when their worker died (played again).")
+    episodes_replayed: int = Field(description="Episodes of re-issued leases found stored (acknowledged, not played).")
+    worker_hours_lost: float = Field(description="Work of interrupted episodes + restarts.")
     worker_hours_lost_share: float = Field(description="worker_hours_lost / (workers × makespan).")
-    completed_seeds: dict[str, list[int]] = Field(description="Seeds acknowledged per task (each exactly once).")
+    completed_seeds: dict[str, list[int]] = Field(description="Seeds stored per task (each exactly once).")
 
 
 def lognormal(rng: random.Random, median: float, sigma: float) -> float:
@@ -176,44 +187,96 @@ class GpuShare:
         return [(now + max(0.0, left) / r, w) for w, left in self.left.items()]
 
 
+class Clock:
+    """The virtual clock the stage and the pool share (`clock()` and `sleep`)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class _Worker:
     wid: int
+    worker_id: str
     gpu: int
     gen: int = 0  # bumped when the worker dies: its pending events are void
+    up_at: float = 0.0  # restarting until then
     task: str | None = None
     fresh: bool = False
+    ticket: int = -1
     lease: Lease | None = None
-    lease_started: float = 0.0
-    seeds: list[int] = field(default_factory=list)
+    waiting: tuple[Lease, int] | None = None  # handed out while the worker restarts: starts when it is up
+    todo: list[int] = field(default_factory=list)
+    replayed: int = 0
     phases: list[tuple[bool, float]] = field(default_factory=list)
     episode_started: float = 0.0
 
 
-class Simulation:
-    """Runs one `SimConfig` to the end: every task's target acknowledged through the real scheduler."""
+class SimPool:
+    """`WorkerPool` of simulated workers: plays leases in virtual time; episodes are stored as they end."""
 
-    def __init__(self, cfg: SimConfig):
+    def __init__(self, cfg: SimConfig, clock: Clock):
         self.cfg = cfg
+        self.clock = clock
         self.rng = random.Random(cfg.seed)
         self.fail_rng = random.Random(cfg.seed + 1)
-        targets = [TaskTarget(task_id=f"t{i}", task_hash=f"h{i}", target=cfg.per_task, needs_gpu=True)
-                   for i in range(cfg.tasks)]
-        self.sched = Scheduler(targets, lease_size=cfg.lease_size, lease_timeout_s=1e12,
-                               max_lease_attempts=1_000_000)
         self.gpus = [GpuShare(cfg.alpha) for _ in range(cfg.gpus)]
-        self.workers = [_Worker(wid=i, gpu=i // cfg.containers_per_gpu)
-                        for i in range(cfg.gpus * cfg.containers_per_gpu)]
+        self.workers: dict[str, _Worker] = {}
+        self.by_wid: list[_Worker] = []
         self.heap: list[tuple[float, int, str, int, int]] = []
         self.seq = 0
-        self.idle: list[_Worker] = []
-        self.completed: dict[str, list[int]] = {f"t{i}": [] for i in range(cfg.tasks)}
-        self.done_times: list[float] = []
-        self.snapshots: dict[int, tuple[float, float]] = {}  # completions → (time, GPU busy-seconds so far)
+        self.done: list[LeaseDone] = []
+        self.stored: dict[str, list[int]] = {}  # seeds stored per task (each once)
+        self.store_times: list[float] = []
+        self.snapshots: dict[int, tuple[float, float]] = {}  # stored episodes → (time, GPU busy-seconds so far)
         self.episode_walls: list[float] = []
-        self.stats = {"episodes_played": 0, "failures": 0, "leases_lost": 0, "episodes_redone": 0}
+        self.stats = {"episodes_played": 0, "failures": 0, "leases_lost": 0, "episodes_redone": 0,
+                      "episodes_interrupted": 0}
         self.lost_worker_s = 0.0
 
+    # -- the WorkerPool seam --------------------------------------------------------------------------
+    def resources(self) -> tuple[float, float]:
+        return float(self.cfg.gpus), 1e9
+
+    def start(self, workers: list[WorkerSpec]) -> list[WorkerInfo]:
+        for i, spec in enumerate(workers):
+            w = _Worker(wid=i, worker_id=spec.worker_id, gpu=i // self.cfg.containers_per_gpu)
+            self.workers[spec.worker_id] = w
+            self.by_wid.append(w)
+            self._schedule_failure(w, self.clock.now)
+        return [WorkerInfo(worker_id=s.worker_id, model="sim", policy="sim") for s in workers]
+
+    def submit(self, worker_id: str, lease: Lease, ticket: int) -> None:
+        w = self.workers[worker_id]
+        if w.up_at > self.clock.now:
+            w.waiting = (lease, ticket)
+            return
+        self._take(w, lease, ticket, self.clock.now)
+
+    def wait(self, timeout_s: float) -> list[LeaseDone]:
+        while not self.done and self.heap:
+            t, _, kind, wid, tag = heapq.heappop(self.heap)
+            self.clock.now = max(self.clock.now, t)
+            self._event(self.by_wid[wid], kind, tag, t)
+        out, self.done = self.done, []
+        return out
+
+    def restart(self, worker_id: str) -> None:
+        self._fail(self.workers[worker_id], self.clock.now)
+
+    def reap(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    # -- a worker's life ------------------------------------------------------------------------------
     def _push(self, t: float, kind: str, w: _Worker, tag: int) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (t, self.seq, kind, w.wid, tag))
@@ -222,37 +285,30 @@ class Simulation:
         if self.cfg.failure_per_worker_hour > 0:
             self._push(now + self.fail_rng.expovariate(self.cfg.failure_per_worker_hour / 3600), "fail", w, w.gen)
 
-    def run(self) -> SimResult:
-        for w in self.workers:
-            self._schedule_failure(w, 0.0)
-            self._take_lease(w, 0.0)
-        now = 0.0
-        while not self.sched.finished():
-            if not self.heap:
-                raise RuntimeError(f"simulation stalled with work left: {self.sched.queued_episodes()} episodes queued")
-            now, _, kind, wid, tag = heapq.heappop(self.heap)
-            w = self.workers[wid]
-            if kind == "gpu":
-                if tag == self.gpus[w.gpu].version:
-                    self._reschedule(w.gpu, now, self.gpus[w.gpu].change(now, wid, None))
-                    self._next_phase(w, now)
-            elif tag == w.gen:
-                if kind == "cpu":
-                    self._next_phase(w, now)
-                elif kind == "fail":
-                    self._fail(w, now)
-                elif kind == "restart":
-                    self._schedule_failure(w, now)
-                    self._take_lease(w, now)
-        return self._result(max(self.done_times))
+    def _event(self, w: _Worker, kind: str, tag: int, now: float) -> None:
+        if kind == "gpu":
+            if tag == self.gpus[w.gpu].version:
+                self._reschedule(w.gpu, now, self.gpus[w.gpu].change(now, w.wid, None))
+                self._next_phase(w, now)
+        elif tag == w.gen:
+            if kind == "cpu":
+                self._next_phase(w, now)
+            elif kind == "fail":
+                self._fail(w, now)
+            elif kind == "restart":
+                self._schedule_failure(w, now)
+                if w.waiting is not None:
+                    (lease, ticket), w.waiting = w.waiting, None
+                    self._take(w, lease, ticket, now)
 
-    # -- a worker's life ------------------------------------------------------------------------------
-    def _take_lease(self, w: _Worker, now: float) -> None:
-        lease = self.sched.next_lease(f"w{w.wid}", gpu=True, now=now, prefer_task=w.task)
-        if lease is None:
-            self.idle.append(w)
+    def _take(self, w: _Worker, lease: Lease, ticket: int, now: float) -> None:
+        stored = set(self.stored.get(lease.task_id, []))
+        w.lease, w.ticket = lease, ticket
+        w.todo = [s for s in lease.seeds if s not in stored]
+        w.replayed = len(lease.seeds) - len(w.todo)
+        if not w.todo:
+            self._acknowledge(w)
             return
-        w.lease, w.lease_started, w.seeds = lease, now, list(lease.seeds)
         setup = 0.0
         if w.task != lease.task_id:
             w.task, w.fresh, setup = lease.task_id, True, self.cfg.start_s
@@ -285,27 +341,35 @@ class Simulation:
     def _reschedule(self, gpu: int, now: float, finishes: list[tuple[float, int]]) -> None:
         version = self.gpus[gpu].version
         for t, wid in finishes:
-            self._push(t, "gpu", self.workers[wid], version)
+            self._push(t, "gpu", self.by_wid[wid], version)
 
     def _end_episode(self, w: _Worker, now: float) -> None:
         assert w.lease is not None
         self.episode_walls.append(now - w.episode_started)
         self.stats["episodes_played"] += 1
-        w.seeds.pop(0)
-        if w.seeds:
-            self._start_episode(w, now, 0.0)
-            return
-        lease, w.lease = w.lease, None
-        self.sched.complete(lease.lease_id, [EpisodeOutcome(seed=s) for s in lease.seeds], now)
-        self.completed[lease.task_id].extend(lease.seeds)
-        for _ in lease.seeds:
-            self.done_times.append(now)
+        seed = w.todo.pop(0)
+        stored = self.stored.setdefault(w.lease.task_id, [])
+        if seed in stored:
+            self.stats["episodes_redone"] += 1
+        else:
+            stored.append(seed)
+            self.store_times.append(now)
             self._snapshot(now)
-        self._take_lease(w, now)
+        if w.todo:
+            self._start_episode(w, now, 0.0)
+        else:
+            self._acknowledge(w)
+
+    def _acknowledge(self, w: _Worker) -> None:
+        assert w.lease is not None
+        lease, w.lease = w.lease, None
+        result = LeaseResult(lease_id=lease.lease_id, worker_id=w.worker_id, replayed=w.replayed,
+                             outcomes=[EpisodeOutcome(seed=s) for s in lease.seeds])
+        self.done.append(LeaseDone(ticket=w.ticket, result=result))
 
     def _snapshot(self, now: float) -> None:
         total = self.cfg.tasks * self.cfg.per_task
-        n = len(self.done_times)
+        n = len(self.store_times)
         if n in (math.ceil(0.1 * total), math.ceil(0.9 * total)):
             for g in self.gpus:
                 g.advance(now)
@@ -315,49 +379,67 @@ class Simulation:
         self.stats["failures"] += 1
         if w.lease is not None:
             self.stats["leases_lost"] += 1
-            self.stats["episodes_redone"] += len(w.lease.seeds) - len(w.seeds)  # finished, but never stored
-            self.lost_worker_s += now - w.lease_started  # its finished episodes were never stored
-            self.sched.lost(w.lease.lease_id, now)
+            if w.todo:  # the episode in progress is lost; the ones it finished are stored
+                self.stats["episodes_interrupted"] += 1
+                self.lost_worker_s += now - w.episode_started
             if w.wid in self.gpus[w.gpu].left:
                 self._reschedule(w.gpu, now, self.gpus[w.gpu].change(now, w.wid, None))
+            self.done.append(LeaseDone(ticket=w.ticket, error="worker died (simulated)", worker_lost=True))
+        if w.waiting is not None:
+            self.done.append(LeaseDone(ticket=w.waiting[1], error="worker died (simulated)", worker_lost=True))
         self.lost_worker_s += self.cfg.restart_s
         w.gen += 1
-        w.lease, w.task, w.seeds, w.phases = None, None, [], []
-        if w in self.idle:
-            self.idle.remove(w)
-        self._push(now + self.cfg.restart_s, "restart", w, w.gen)
-        waiting, self.idle = self.idle, []
-        for other in waiting:  # the lost lease is back in the queue
-            self._take_lease(other, now)
+        w.lease, w.waiting, w.task, w.todo, w.phases = None, None, None, [], []
+        w.up_at = now + self.cfg.restart_s
+        self._push(w.up_at, "restart", w, w.gen)
 
-    # -- results --------------------------------------------------------------------------------------
-    def _result(self, makespan: float) -> SimResult:
-        cfg = self.cfg
-        for g in self.gpus:
-            g.advance(makespan)
-        n = len(self.done_times)
-        busy = sum(g.busy_s for g in self.gpus)
-        held = cfg.gpus * makespan
-        marks = sorted(self.snapshots)
-        if len(marks) == 2 and self.snapshots[marks[1]][0] > self.snapshots[marks[0]][0]:
-            (t10, b10), (t90, b90) = self.snapshots[marks[0]], self.snapshots[marks[1]]
-            steady = (marks[1] - marks[0]) / (t90 - t10)
-        else:  # too few episodes to tell a steady state: the whole run
-            t10, b10, t90, b90, steady = 0.0, 0.0, makespan, busy, n / makespan
-        workers = len(self.workers)
-        return SimResult(
-            containers_per_gpu=cfg.containers_per_gpu, workers=workers, episodes=n, makespan_h=makespan / 3600,
-            traj_per_hour=3600 * steady, traj_per_hour_overall=3600 * n / makespan,
-            gpu_busy_fraction=(b90 - b10) / (cfg.gpus * (t90 - t10)), gpu_busy_fraction_overall=busy / held,
-            gpu_work_per_gpu_hour=sum(g.work_s for g in self.gpus) / held, gpu_busy_s=busy, gpu_held_s=held,
-            episode_wall_s_mean=sum(self.episode_walls) / len(self.episode_walls),
-            worker_hours_lost=self.lost_worker_s / 3600, worker_hours_lost_share=self.lost_worker_s / (workers * makespan),
-            completed_seeds=self.completed, **self.stats)
+
+def sim_run_config(cfg: SimConfig, run_dir: str) -> RunConfig:
+    """The stage's config for a simulated cluster: every GPU holds `containers_per_gpu` workers."""
+    return RunConfig.model_validate({
+        "run_id": "sim", "run_dir": run_dir,
+        "episodes": {"episodes_per_task": cfg.per_task},
+        "rollout": {"gpus_per_worker": 1 / cfg.containers_per_gpu, "cpu_workers": 0, "cpus_per_worker": 1,
+                    "lease_size": cfg.lease_size, "episode_timeout_s": 1e7, "max_lease_attempts": 1000,
+                    "progress": False},
+    })
 
 
 def simulate(cfg: SimConfig) -> SimResult:
-    """Run one configuration (deterministic for a given seed)."""
-    return Simulation(cfg).run()
+    """Run one configuration through the real stage (deterministic for a given seed)."""
+    clock = Clock()
+    pool = SimPool(cfg, clock)
+    tasks = [TaskRef(task_id=f"t{i}", task_hash=f"h{i}", root=f"/sim/t{i}", gpus=1, training_timeout_s=1800)
+             for i in range(cfg.tasks)]
+    with tempfile.TemporaryDirectory(prefix="rollout-sim-") as tmp:
+        stage = RolloutStage(sim_run_config(cfg, tmp), tasks, pool, clock=clock, sleep=clock.sleep)
+        if stage.run() is None:
+            raise RuntimeError(f"the simulated stage stopped early: {stage.scheduler.stopping}")
+    return _result(cfg, pool, stage, max(pool.store_times))
+
+
+def _result(cfg: SimConfig, pool: SimPool, stage: RolloutStage, makespan: float) -> SimResult:
+    for g in pool.gpus:
+        g.advance(makespan)
+    n = len(pool.store_times)
+    busy = sum(g.busy_s for g in pool.gpus)
+    held = cfg.gpus * makespan
+    marks = sorted(pool.snapshots)
+    if len(marks) == 2 and pool.snapshots[marks[1]][0] > pool.snapshots[marks[0]][0]:
+        (t10, b10), (t90, b90) = pool.snapshots[marks[0]], pool.snapshots[marks[1]]
+        steady = (marks[1] - marks[0]) / (t90 - t10)
+    else:  # too few episodes to tell a steady state: the whole run
+        t10, b10, t90, b90, steady = 0.0, 0.0, makespan, busy, n / makespan
+    workers = len(pool.workers)
+    return SimResult(
+        containers_per_gpu=cfg.containers_per_gpu, workers=workers, episodes=n, makespan_h=makespan / 3600,
+        traj_per_hour=3600 * steady, traj_per_hour_overall=3600 * n / makespan,
+        gpu_busy_fraction=(b90 - b10) / (cfg.gpus * (t90 - t10)), gpu_busy_fraction_overall=busy / held,
+        gpu_work_per_gpu_hour=sum(g.work_s for g in pool.gpus) / held, gpu_busy_s=busy, gpu_held_s=held,
+        episode_wall_s_mean=sum(pool.episode_walls) / len(pool.episode_walls),
+        worker_hours_lost=pool.lost_worker_s / 3600, worker_hours_lost_share=pool.lost_worker_s / (workers * makespan),
+        completed_seeds={t: sorted(s) for t, s in pool.stored.items()}, episodes_replayed=stage.stats["episodes_replayed"],
+        **pool.stats)
 
 
 def main() -> None:
@@ -371,6 +453,7 @@ def main() -> None:
                     help="override any SimConfig field, e.g. --set alpha=1.0 --set teacher_median_s=40")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "rollout_sim.json"))
     args = ap.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the stage logs every simulated failure at WARNING
     overrides = dict(kv.split("=", 1) for kv in args.set)
     results = []
     for c in [int(x) for x in args.containers.split(",")]:
@@ -386,8 +469,8 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({"projected_episodes": full, "runs": rows}, indent=2))
     parts = [f"{r['containers_per_gpu']}/GPU: {r['traj_per_hour']:.0f} traj/h ({r['speedup_vs_baseline']:.2f}x), "
              f"GPU busy {r['gpu_busy_fraction']:.2f}, {full:,} traj in {r['projected_hours']:.0f} h, "
-             f"{r['failures']} failures cost {100 * r['worker_hours_lost_share']:.1f}% ({r['episodes_redone']} "
-             f"episodes redone)" for r in rows]
+             f"{r['failures']} failures cost {100 * r['worker_hours_lost_share']:.1f}% ({r['episodes_interrupted']} "
+             f"episodes interrupted, {r['episodes_redone']} redone)" for r in rows]
     print(f"rollout_sim: {args.gpus} GPUs, α={results[0][0].alpha}, teacher median {results[0][0].teacher_median_s:g} s"
           f", {args.tasks}×{args.per_task} simulated; " + "; ".join(parts))
 

@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 from pydantic import ValidationError
 
 from engine.errors import ArtifactError
-from engine.records import SCHEMA_VERSION, Manifest
+from engine.records import MANIFEST_SCHEMA_VERSION, Manifest
 
 if TYPE_CHECKING:
     from engine.config import RunConfig
@@ -94,6 +94,27 @@ def s3_filesystem(endpoint_url: str, region: str | None = None) -> pafs.S3FileSy
 def join(base: str, *parts: str) -> str:
     """Join paths inside a pyarrow filesystem (always '/')."""
     return posixpath.join(base, *parts)
+
+
+def run_path(run_dir: str | os.PathLike, *parts: str) -> str:
+    """A path under a run directory, given as the user gave it (local path or URI; the scheme is kept).
+
+    >>> run_path("s3://bucket/runs/r1/", "rollouts", "manifest.json")
+    's3://bucket/runs/r1/rollouts/manifest.json'
+    >>> run_path("runs/r1", "eval")
+    'runs/r1/eval'
+    """
+    root = os.fspath(run_dir).rstrip("/") or "/"
+    return "/".join([root, *(p.strip("/") for p in parts)])
+
+
+def run_id_of(run_dir: str | os.PathLike) -> str:
+    """The default run id of a run directory: its last path component.
+
+    >>> run_id_of("s3://bucket/runs/r7/")
+    'r7'
+    """
+    return os.fspath(run_dir).rstrip("/").rsplit("/", 1)[-1] or "run"
 
 
 def is_object_store(fs: pafs.FileSystem) -> bool:
@@ -189,10 +210,10 @@ def read_manifest(stage_dir: str | os.PathLike, *, filesystem: pafs.FileSystem |
 
 def _check_schema_version(path: str, data: dict) -> None:
     found = data.get("schema_version")
-    if found != SCHEMA_VERSION:
+    if found != MANIFEST_SCHEMA_VERSION:
         stage = str(data.get("stage") or posixpath.basename(posixpath.dirname(path)))
         command = RERUN_COMMANDS.get(stage, f"synthscale {stage}")
-        raise ArtifactError(f"{path}: schema v{found}, expected v{SCHEMA_VERSION}; "
+        raise ArtifactError(f"{path}: schema v{found}, expected v{MANIFEST_SCHEMA_VERSION}; "
                             f"rerun `{command} --start-over` or use a new run dir")
 
 
@@ -202,43 +223,88 @@ def _first_error(e: ValidationError) -> str:
 
 
 def check_resume(stage_dir: str | os.PathLike, config_hash: str, start_over: bool = False, *,
-                 filesystem: pafs.FileSystem | None = None) -> Manifest | None:
+                 inputs: dict | None = None, filesystem: pafs.FileSystem | None = None) -> Manifest | None:
     """Refuse to resume into a stage dir written under another config hash; return its manifest if complete.
 
     The hash is taken from ``manifest.json`` (complete dirs) and ``stage.json`` (written at stage start,
-    so partial dirs are protected too). ``start_over`` deletes everything in the directory instead
-    of refusing, and returns None.
+    so partial dirs are protected too); when ``stage.json`` kept the settings it was written under
+    (``inputs``), the refusal names each one that differs. ``start_over`` deletes everything in the
+    directory instead of refusing (saying first, in the log, what it deletes: see ``describe_contents``)
+    and returns None.
     """
     fs, base = resolve(stage_dir, filesystem)
     if start_over:
         if exists(fs, base):
-            log.warning("%s: --start-over, deleting its previous contents", stage_dir)
+            what = describe_contents(base, filesystem=fs)
+            if what is not None:
+                log.warning("%s: --start-over: deleting %s", os.fspath(stage_dir), what)
             fs.delete_dir_contents(base, missing_dir_ok=True)
         return None
     manifest = read_manifest(base, filesystem=fs)
     written = manifest.config_hash if manifest is not None else None
     marker_path = join(base, STAGE_MARKER_NAME)
-    if written is None and exists(fs, marker_path):
+    marker: dict = {}
+    if exists(fs, marker_path):
         marker = read_json(fs, marker_path)
         if not isinstance(marker, dict) or "config_hash" not in marker:
             raise ArtifactError(f"{marker_path}: no config_hash in it; delete the directory or pass --start-over")
         _check_schema_version(marker_path, marker)
-        written = marker["config_hash"]
+        written = written or marker["config_hash"]
     if written is not None and written != config_hash:
+        changed = diff_settings(marker.get("inputs"), inputs) if marker.get("config_hash") == written else []
+        detail = ("; changed: " + ", ".join(changed)) if changed else ""
         raise ArtifactError(f"{os.fspath(stage_dir)}: written under config hash {written}, this config is "
-                            f"{config_hash}; pass --start-over or use a new run dir")
+                            f"{config_hash}{detail}; put those settings back, use a new run dir, or pass "
+                            "--start-over to delete what the stage wrote")
     return manifest
 
 
 def begin_stage(stage_dir: str | os.PathLike, stage: str, config_hash: str, start_over: bool = False, *,
-                filesystem: pafs.FileSystem | None = None) -> Manifest | None:
-    """Check resume (see ``check_resume``), then write ``stage.json``; return the manifest of a complete dir.
+                inputs: dict | None = None, filesystem: pafs.FileSystem | None = None) -> Manifest | None:
+    """Check resume (see ``check_resume``), then write ``stage.json`` (with the settings hashed, ``inputs``, so a
+    later refusal can name what changed); return the manifest of a complete dir.
 
     A caller that gets a manifest back may skip the stage: its outputs exist under this config.
     """
-    manifest = check_resume(stage_dir, config_hash, start_over, filesystem=filesystem)
+    manifest = check_resume(stage_dir, config_hash, start_over, inputs=inputs, filesystem=filesystem)
     fs, base = resolve(stage_dir, filesystem)
-    marker = {"schema_version": SCHEMA_VERSION, "stage": stage, "config_hash": config_hash,
-              "started_at": time.time()}
+    marker = {"schema_version": MANIFEST_SCHEMA_VERSION, "stage": stage, "config_hash": config_hash,
+              "started_at": time.time(), "inputs": inputs}
     write_json(fs, join(base, STAGE_MARKER_NAME), marker)
     return manifest
+
+
+def diff_settings(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two JSON trees, with both values.
+
+    >>> diff_settings({"agent": {"max_steps": 6}, "seed": 0}, {"agent": {"max_steps": 50}, "seed": 0})
+    ['agent.max_steps: 6 → 50']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(old.keys() | new.keys()):
+            out += diff_settings(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if old == new else [f"{prefix or '(all)'}: {json.dumps(old)} → {json.dumps(new)}"]
+
+
+def describe_contents(stage_dir: str | os.PathLike, *, filesystem: pafs.FileSystem | None = None) -> str | None:
+    """What deleting the stage directory would delete, in words (None when it holds nothing).
+
+    Trajectory shards are counted apart, because they are what a rollout stage spent its budget on.
+    """
+    fs, base = resolve(stage_dir, filesystem)
+    if not exists(fs, base):
+        return None
+    infos = [i for i in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+             if i.type == pafs.FileType.File]
+    if not infos:
+        return None
+    shards = [i for i in infos if i.base_name.startswith("part-") and i.base_name.endswith(".parquet")]
+    size_mb = sum(i.size or 0 for i in infos) / 1e6
+    parts = [f"{len(infos)} files ({size_mb:,.1f} MB) under {base}"]
+    if shards:
+        parts.append(f"{len(shards)} trajectory shards")
+    if any(i.base_name == MANIFEST_NAME for i in infos):
+        parts.append("its manifest")
+    return ", ".join(parts)

@@ -289,20 +289,31 @@ class RunConfig(_Config):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
-    def config_hash(self) -> str:
-        """Stable hash of the settings that determine results (paths, ids and cluster operations excluded)."""
-        # operational settings (where the endpoint is, how patient the client is, the cluster's shape) can change
-        # between attempts of a stage without changing its results
-        operational = {"base_url", "api_key_env", "api_key_file", "timeout_s", "max_retries", "backoff_base_s", "backoff_max_s",
-                       "max_concurrency"}
-        data = self.model_dump(mode="json", exclude={"run_id": True, "run_dir": True, "rollout": True, "eval": True,
-                                                     "model": operational})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    def stage_inputs(self, stage: str) -> dict:
+        """The settings that change what `stage` writes (its resume key), as plain JSON data.
 
-    def eval_hash(self) -> str:
-        """The evaluation stage's hash: the run's settings plus its `eval` section."""
-        data = {"run": self.config_hash(), "eval": self.eval.model_dump(mode="json")}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        Each stage hashes only its own inputs, so a synthesis setting never stops the rollout stage from
+        resuming. Left out everywhere: paths and ids, and operational settings (where an endpoint is, how
+        patient its client is, the cluster's shape, budgets, progress bars), which can change between attempts
+        of a stage without changing its results. Targets (`episodes_per_task`, `runs_per_task`, the task list)
+        are left out too: raising one resumes and adds work; the per-episode ids keep runs apart."""
+        if stage == "synth":
+            teacher = self.synth.teacher or (self.model if self.synth.source == "teacher" else None)
+            return {"synth": self.synth.model_dump(mode="json", exclude=_SYNTH_OPERATIONAL),
+                    "teacher": _model_inputs(teacher), "sandbox": self.sandbox.model_dump(mode="json")}
+        shared = {"agent": self.agent.model_dump(mode="json"), "sandbox": self.sandbox.model_dump(mode="json"),
+                  "episode_timeout_s": self.rollout.episode_timeout_s}
+        if stage == "rollouts":
+            return {**shared, "model": _model_inputs(self.model), "seed": self.episodes.seed}
+        if stage == "eval":
+            methods = [{**m.model_dump(mode="json", exclude={"model", "client", "servers"}),
+                        "model": _model_inputs(m.model), "client": _model_inputs(m.client)} for m in self.eval.methods]
+            return {**shared, "eval": {**self.eval.model_dump(mode="json", exclude=_EVAL_TARGETS), "methods": methods}}
+        raise ConfigError(f"stage {stage!r} has no resume key; known stages: synth, rollouts, eval")
+
+    def stage_hash(self, stage: str) -> str:
+        """Stable hash of `stage_inputs(stage)`: a stage refuses to resume into a directory written under another."""
+        return config_digest(self.stage_inputs(stage))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -310,6 +321,23 @@ class RunConfig(_Config):
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
         return load_config(Path(path), cls)
+
+
+# settings that never change a stage's results (see RunConfig.stage_inputs)
+_MODEL_OPERATIONAL = {"base_url", "api_key_env", "api_key_file", "timeout_s", "max_retries", "backoff_base_s",
+                      "backoff_max_s", "max_concurrency", "cache_dir", "replay_only"}
+_SYNTH_OPERATIONAL = {"teacher": True, "concurrency": True, "budget_usd": True, "rate_limit": True,
+                      "hub": {"timeout_s", "token_env"}}
+_EVAL_TARGETS = {"methods", "tasks", "mlgym_dir", "mlgym_tasks", "runs_per_task", "bootstrap_resamples"}
+
+
+def _model_inputs(model: ModelConfig | None) -> dict | None:
+    return None if model is None else model.model_dump(mode="json", exclude=_MODEL_OPERATIONAL)
+
+
+def config_digest(data: object) -> str:
+    """A short, stable hash of JSON data (sorted keys)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_config(path: Path, model: type[BaseModel] = RunConfig):

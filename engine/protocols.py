@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import NotRequired, TypedDict
 
-if TYPE_CHECKING:  # records import nothing from here, but keep the seam module free of cycles
-    from engine.config import AgentConfig
-    from engine.records import TrajectoryRecord
-    from engine.tasks.spec import TaskSpec
+if TYPE_CHECKING:  # the records the seams exchange; imported for types only, so this module imports nothing
+    from engine.rollout.leases import Lease, LeaseDone, WorkerInfo, WorkerSpec
+    from engine.serving.launch import ServeConfig
 
-Message = dict[str, str]
-"""One chat message: {"role": "system"|"user"|"assistant", "content": str}."""
+
+@with_config(ConfigDict(extra="forbid"))
+class Message(TypedDict):
+    """One chat message, a plain dict: ``{"role": "system"|"user"|"assistant", "content": str}``, plus on an
+    assistant turn ``reasoning_content`` when the model returned reasoning apart (the name OpenAI-compatible
+    servers and chat templates such as Qwen3's use). The trajectory keeps the reasoning; prompts never carry
+    it back to a model (``engine.agent.history.build_prompt`` and ``engine.models.wire.request_kwargs`` drop it).
+    """
+
+    role: str
+    content: str
+    reasoning_content: NotRequired[str]
 
 
 class SampleKey(BaseModel):
@@ -126,29 +136,51 @@ class Runtime(Protocol):
         ...
 
 
-class Policy(Protocol):
-    """The agent: given the task, a model and a sandbox, produce a trajectory."""
+class WorkerPool(Protocol):
+    """Rollout workers that play leases for the rollout stage (`engine.rollout.stage.RolloutStage`): threads of
+    this process (`engine.rollout.local_pool.InProcessPool`), Ray actors (`actors.rollout.RayWorkerPool`), or
+    the simulator's virtual workers (`benchmarks/rollout_sim.py`). The stage decides what runs where; a pool
+    only runs it and says how it ended."""
 
-    def run_episode(
-        self, task: TaskSpec, model: ChatModel, sandbox: Sandbox, cfg: AgentConfig, *, seed: int, run_id: str
-    ) -> TrajectoryRecord: ...
+    def resources(self) -> tuple[float, float]:
+        """(GPUs, CPUs) the pool's workers may use, for planning how many to start."""
+        ...
+
+    def start(self, workers: list[WorkerSpec]) -> list[WorkerInfo]:
+        """Start the workers and return what each reports once it is up."""
+        ...
+
+    def submit(self, worker_id: str, lease: Lease, ticket: int) -> None:
+        """Hand a lease to a worker; it comes back from `wait` under `ticket`."""
+        ...
+
+    def wait(self, timeout_s: float) -> list[LeaseDone]:
+        """Leases that came back (acknowledged or lost), waiting at most `timeout_s` for the first one."""
+        ...
+
+    def restart(self, worker_id: str) -> None:
+        """Stop a worker whose lease overran its deadline and start it again (its lease comes back lost)."""
+        ...
+
+    def reap(self) -> int:
+        """Remove sandboxes that dead workers of this run left behind, wherever the pool runs; the count."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker and remove its sandboxes."""
+        ...
 
 
-class TaskSource(Protocol):
-    """Yields task proposals: the LLM teacher or the offline procedural catalogue."""
+class ServerLauncher(Protocol):
+    """Serves checkpoints for the evaluation stage: `ModelServer` actors on a Ray cluster
+    (`actors.model_server.RayServerLauncher`) or server processes on this machine
+    (`engine.serving.launch.LocalServerLauncher`)."""
 
-    def proposals(self, n: int) -> list[Any]: ...
+    def start(self, cfg: ServeConfig, n: int) -> list[str]:
+        """Start `n` servers of `cfg`, each on its own GPUs, and return their base URLs once all answer."""
+        ...
 
+    def stop(self) -> None:
+        """Stop every server this launcher started."""
+        ...
 
-class DatasetValidator(Protocol):
-    """Checks a proposed dataset against the Hugging Face Hub or the offline catalogue."""
-
-    def check(self, proposal: Any) -> Any: ...
-
-
-class Stage(Protocol):
-    """Reads the previous stage's artifact directory, writes its own, ends with a manifest."""
-
-    name: str
-
-    def run(self, run_dir: str) -> Any: ...

@@ -1,4 +1,10 @@
-"""Row records shared by the stages: score, step, trajectory (one per episode) and the stage manifest."""
+"""Row records shared by the stages: score, step, trajectory (one per episode) and the stage manifest.
+
+Two schema versions: ``TRAJECTORY_SCHEMA_VERSION`` is that of ``TrajectoryRecord`` and of the trajectory
+store's shards (``engine.trajectories.store``, whose Arrow schema is derived from these models);
+``MANIFEST_SCHEMA_VERSION`` is that of ``manifest.json`` and ``stage.json`` (``engine.artifacts``).
+The messages of a trajectory are ``engine.protocols.Message`` dicts.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+from engine.protocols import Message
+
+TRAJECTORY_SCHEMA_VERSION = 2
+"""v2: assistant messages carry the model's reasoning as ``reasoning_content``; ``ScoreRecord.artefact`` is
+stored. The store reads v1 shards, upgrading them on read."""
+
+MANIFEST_SCHEMA_VERSION = 1
+"""Version of ``manifest.json`` and ``stage.json``."""
+
 
 ScoreKind = Literal["validate", "submit", "autosubmit"]
 
@@ -60,10 +74,11 @@ class HistoryConfig(BaseModel):
 
 
 class TrajectoryRecord(BaseModel):
-    """One episode. `messages` is the full, unabridged linear message list."""
+    """One episode. `messages` is the full, unabridged linear message list (with the reasoning of each
+    assistant turn, when the model returned any, as `reasoning_content`)."""
 
     model_config = ConfigDict(extra="forbid")
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = TRAJECTORY_SCHEMA_VERSION
     run_id: str
     task_id: str
     task_hash: str
@@ -73,7 +88,7 @@ class TrajectoryRecord(BaseModel):
     policy: str
     sampling: dict[str, float | int | str | None] = Field(default_factory=dict)
     history: HistoryConfig = Field(default_factory=HistoryConfig)
-    messages: list[dict[str, str]] = Field(default_factory=list)
+    messages: list[Message] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)
     scores: list[ScoreRecord] = Field(default_factory=list)
     baseline: dict[str, float] = Field(default_factory=dict)
@@ -99,7 +114,7 @@ class Manifest(BaseModel):
     """Written last into a stage directory; a directory without one is incomplete."""
 
     model_config = ConfigDict(extra="forbid")
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = MANIFEST_SCHEMA_VERSION
     stage: str
     run_id: str
     config_hash: str

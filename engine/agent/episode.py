@@ -121,7 +121,10 @@ def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer
         t0 = time.monotonic()
         result = env.execute(parsed.action, step)
         observation = result.observation + "\n" + env.footer(step + 1, cfg.max_steps - step - 1)
-        rec.messages.append({"role": "assistant", "content": completion.text})
+        turn_message: Message = {"role": "assistant", "content": completion.text}
+        if completion.reasoning:  # kept in the trajectory; build_prompt never sends it back to the model
+            turn_message["reasoning_content"] = completion.reasoning
+        rec.messages.append(turn_message)
         rec.messages.append({"role": "user", "content": observation})
         rec.steps.append(StepRecord(
             step=step, response=completion.text, thought=parsed.thought, action=parsed.action,

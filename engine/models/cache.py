@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from engine.models.wire import prompt_message
 from engine.protocols import Completion, Message, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def cache_key(model: str, messages: list[Message], params: SamplingParams) -> st
     """
     payload = {
         "model": model,
-        "messages": [dict(m) for m in messages],
+        "messages": [prompt_message(m) for m in messages],  # what is sent, not what the record keeps
         "sampling": {
             "temperature": params.temperature,
             "top_p": params.top_p,

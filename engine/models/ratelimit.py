@@ -32,10 +32,11 @@ class RateLimiter:
     0.0
     """
 
-    def __init__(self, cfg: RateLimitConfig, *, budget_usd: float | None = None,
+    def __init__(self, cfg: RateLimitConfig, *, budget_usd: float | None = None, budget_name: str = "the budget",
                  clock: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.budget_usd = budget_usd
+        self.budget_name = budget_name  # the setting that holds it, named when it is spent
         self.clock = clock
         self._lock = threading.Lock()
         now = clock()
@@ -50,7 +51,7 @@ class RateLimiter:
         with self._lock:
             if self.budget_usd is not None and self.spent_usd >= self.budget_usd:
                 raise BudgetExceededError(f"the stage's budget of ${self.budget_usd:.2f} is spent "
-                                          f"(${self.spent_usd:.2f}); raise synth.budget_usd to go on")
+                                          f"(${self.spent_usd:.2f}); raise {self.budget_name} to go on")
             if len(self._leases) >= self.cfg.max_concurrency:
                 return 0.05, None
             now = self.clock()

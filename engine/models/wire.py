@@ -57,13 +57,14 @@ def request_kwargs(
     Reasoning models get `max_completion_tokens` and `reasoning_effort` and never temperature or top_p
     (they reject them). Other models get temperature, top_p and `max_completion_tokens`, or `max_tokens`
     when `legacy_max_tokens` (older vLLM rejects the new name). `seed`, `stop` and `reasoning_effort` are
-    sent when set; the sample key travels in the SAMPLE_KEY_HEADER header.
+    sent when set; the sample key travels in the SAMPLE_KEY_HEADER header. A message's `reasoning_content`
+    (the trajectory keeps a model's reasoning on its turn) is never sent back: see `prompt_message`.
 
     >>> cfg = ModelConfig(provider="openai", name="gpt-5")
     >>> request_kwargs(cfg, [], SamplingParams(temperature=1.0, max_tokens=64))
     {'model': 'gpt-5', 'messages': [], 'max_completion_tokens': 64}
     """
-    kwargs: dict[str, Any] = {"model": cfg.name, "messages": [dict(m) for m in messages]}
+    kwargs: dict[str, Any] = {"model": cfg.name, "messages": [prompt_message(m) for m in messages]}
     reasoning = is_reasoning_model(cfg)
     if params.max_tokens is not None:
         kwargs["max_tokens" if legacy_max_tokens and not reasoning else "max_completion_tokens"] = params.max_tokens
@@ -81,6 +82,16 @@ def request_kwargs(
     if params.sample_key is not None:
         kwargs["extra_headers"] = {SAMPLE_KEY_HEADER: encode_sample_key(params.sample_key)}
     return kwargs
+
+
+def prompt_message(message: Message) -> dict[str, Any]:
+    """A copy of `message` fit to send: without `reasoning_content`, which MLGym never shows the agent again
+    and OpenAI's API would reject or bill.
+
+    >>> prompt_message({"role": "assistant", "content": "ls", "reasoning_content": "look first"})
+    {'role': 'assistant', 'content': 'ls'}
+    """
+    return {k: v for k, v in message.items() if k != "reasoning_content"}
 
 
 def encode_sample_key(key: SampleKey) -> str:

@@ -1,7 +1,8 @@
-"""The rollout stage's live-metrics seam: what workers and the scheduler report as they go.
+"""The rollout stage's live-metrics seams: what workers report as they go (`RolloutObserver`) and what the stage
+reports as leases come back (`StageObserver`).
 
-On a cluster `actors/metrics.py` implements it with `ray.util.metrics`; in-process runs use `NullObserver`
-or `CountingObserver` (tests, the progress bar)."""
+On a cluster `actors/metrics.py` implements both with `ray.util.metrics`; in-process runs use `NullObserver`
+or `CountingObserver` (tests); the progress bar (`engine.rollout.progress`) is a `StageObserver`."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections import Counter
 from typing import Protocol
 
 from engine.records import StepRecord, TrajectoryRecord
+from engine.rollout.leases import LeaseResult
+from engine.rollout.scheduler import Scheduler
 
 
 class RolloutObserver(Protocol):
@@ -21,6 +24,16 @@ class RolloutObserver(Protocol):
     def containers(self, active: int) -> None: ...
 
     def gpu_seconds(self, held_s: float, busy_s: float) -> None: ...
+
+
+class StageObserver(Protocol):
+    def queued(self, episodes: int) -> None:
+        """Episodes not yet handed to a worker (after each round of handing out)."""
+        ...
+
+    def acknowledged(self, scheduler: Scheduler, result: LeaseResult) -> None:
+        """A lease came back acknowledged; `scheduler` holds the stage's progress."""
+        ...
 
 
 class NullObserver:

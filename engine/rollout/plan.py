@@ -1,5 +1,5 @@
 """Plans the rollout stage from a RunConfig, its tasks and what `RUN/rollouts/` already holds: per-task targets
-(resume), worker counts for a cluster's resources, lease deadlines, the manifest, and the dry run's projection."""
+(resume), worker counts for a pool's resources, lease deadlines, the manifest, and the dry run's projection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import math
 
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import RunConfig
 from engine.errors import ConfigError
@@ -22,7 +22,27 @@ GRADING_ALLOWANCE_S = 2 * 600.0  # a lease may overrun its episodes by one comma
 START_ALLOWANCE_S = 300.0
 
 
-def plan_targets(cfg: RunConfig, tasks: list[TaskSpec], model: str, policy: str) -> list[TaskTarget]:
+class TaskRef(BaseModel):
+    """What the rollout stage needs to know of a task to plan it; workers load the folder itself (`root`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    task_id: str
+    task_hash: str = Field(description="TaskSpec.content_hash() of the folder the stage planned with.")
+    root: str = Field(description="The task folder; every node must see it at this path.")
+    gpus: int = Field(0, ge=0, description="GPUs an episode's container needs (0: a CPU task).")
+    training_timeout_s: float = Field(gt=0, description="The task's training_timeout.")
+
+    @property
+    def id(self) -> str:
+        return self.task_id
+
+    @classmethod
+    def of(cls, task: TaskSpec) -> TaskRef:
+        return cls(task_id=task.id, task_hash=task.content_hash(), root=str(task.root), gpus=task.config.gpus,
+                   training_timeout_s=float(task.config.training_timeout))
+
+
+def plan_targets(cfg: RunConfig, tasks: list[TaskRef], model: str, policy: str) -> list[TaskTarget]:
     """Every task's target, with the seeds already stored for this model and policy (so resume skips them)."""
     ids = [t.id for t in tasks]
     if dup := sorted({i for i in ids if ids.count(i) > 1}):
@@ -35,17 +55,17 @@ def plan_targets(cfg: RunConfig, tasks: list[TaskSpec], model: str, policy: str)
         (done if row["infra_error"] is None else infra).setdefault(row["task_hash"], set()).add(row["seed"])
     targets = []
     for t in tasks:
-        h = t.content_hash()
+        h = t.task_hash
         clean = done.get(h, set())
         targets.append(TaskTarget(task_id=t.id, task_hash=h, target=cfg.episodes.episodes_per_task,
-                                  seed_base=cfg.episodes.seed, needs_gpu=t.config.gpus > 0,
+                                  seed_base=cfg.episodes.seed, needs_gpu=t.gpus > 0,
                                   done_seeds=sorted(clean), infra_seeds=sorted(infra.get(h, set()) - clean)))
     return targets
 
 
-def lease_timeout_s(cfg: RunConfig, tasks: list[TaskSpec]) -> float:
+def lease_timeout_s(cfg: RunConfig, tasks: list[TaskRef]) -> float:
     """Hard deadline per episode of a lease: the episode limit plus one training command, one grading and start-up."""
-    training = max([cfg.agent.training_timeout_s or t.config.training_timeout for t in tasks] or [0.0])
+    training = max([cfg.agent.training_timeout_s or t.training_timeout_s for t in tasks] or [0.0])
     return cfg.rollout.episode_timeout_s + training + GRADING_ALLOWANCE_S + START_ALLOWANCE_S
 
 
@@ -55,14 +75,14 @@ class WorkerPlan(BaseModel):
     cpu_workers: int
 
 
-def plan_workers(cfg: RunConfig, tasks: list[TaskSpec], cluster_gpus: float, cluster_cpus: float) -> WorkerPlan:
-    """How many GPU and CPU workers to start on a cluster with these resources (config overrides)."""
+def plan_workers(cfg: RunConfig, tasks: list[TaskRef], cluster_gpus: float, cluster_cpus: float) -> WorkerPlan:
+    """How many GPU and CPU workers to start on a cluster (or machine) with these resources (config overrides)."""
     r = cfg.rollout
     gpu_workers = r.gpu_workers if r.gpu_workers is not None else int(cluster_gpus // r.gpus_per_worker + 1e-9)
     if gpu_workers * r.gpus_per_worker > cluster_gpus + 1e-9:
         raise ConfigError(f"rollout.gpu_workers={gpu_workers} × gpus_per_worker={r.gpus_per_worker} exceeds the "
                           f"cluster's {cluster_gpus:g} GPUs; lower it or leave it unset to fill the cluster")
-    gpu_tasks = [t.id for t in tasks if t.config.gpus > 0]
+    gpu_tasks = [t.id for t in tasks if t.gpus > 0]
     if gpu_tasks and gpu_workers == 0:
         raise ConfigError(f"tasks {gpu_tasks[:5]} need a GPU but the cluster has {cluster_gpus:g} GPUs "
                           "(or rollout.gpu_workers is 0); add GPU nodes or leave these tasks out")
@@ -88,7 +108,7 @@ def rollout_manifest(cfg: RunConfig, wall_time_s: float, *, counts_extra: dict[s
         infra += row["infra_error"] is not None
         succeeded += any(s["error"] is None and row["metric"] in dict(s["test"] or []) for s in row["scores"] or [])
     return Manifest(
-        stage="rollouts", run_id=cfg.run_id, config_hash=cfg.config_hash(), wall_time_s=wall_time_s,
+        stage="rollouts", run_id=cfg.run_id, config_hash=cfg.stage_hash("rollouts"), wall_time_s=wall_time_s,
         cost_usd=float(sum(table.column("cost_usd").to_pylist())),
         counts={"episodes": table.num_rows, "succeeded": succeeded, "infra_errors": infra, **(counts_extra or {}),
                 **{f"exit_status:{k}": v for k, v in sorted(by_status.items())}})

@@ -1,15 +1,15 @@
 """The rollout stage's scheduler: which episodes of which task go to which worker, and when a lease is lost.
 
-Pure logic on an injected clock (no Ray, no I/O), so that the same class drives the Ray stage
-(`actors/rollout.py`) and the virtual-clock simulator (`benchmarks/rollout_sim.py`).
+Pure logic on an injected clock (no Ray, no I/O), driven by the rollout stage (`engine/rollout/stage.py`)
+whatever its worker pool: threads, Ray actors, or the virtual-clock simulator (`benchmarks/rollout_sim.py`).
 
 Work is counted in *seeds*: episode i of a task has seed `seed_base + i` and a deterministic episode id
 (task content, model, policy, seed). A task is done when `target` of its episodes ended without an
 infra error. An episode given up on after the worker's own R retries counts as an infra failure and a
 fresh seed takes its place, up to `max_infra_failures` per task. A lease whose worker died or overran
-its deadline is handed out again *unchanged* (same id, same seeds): its shard is named by the lease id, so
-a worker that wrote the shard and died before acknowledging leaves a shard that the next holder finds
-and acknowledges instead of running the episodes again (exactly once).
+its deadline is handed out again *unchanged* (same id, same seeds): workers store each episode under its
+deterministic id as it ends, so the next holder finds the episodes the last one finished and plays only
+the rest (exactly once, and no finished episode is lost).
 
 >>> s = Scheduler([TaskTarget(task_id="t", target=3)], lease_size=2, lease_timeout_s=60)
 >>> a = s.next_lease("w1", gpu=False, now=0.0); a.seeds
@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.rollout.leases import EpisodeOutcome, Lease
+
 
 class TaskTarget(BaseModel):
     """One task's share of the stage."""
@@ -42,39 +44,6 @@ class TaskTarget(BaseModel):
     needs_gpu: bool = False
     done_seeds: list[int] = Field(default_factory=list, description="Seeds already stored cleanly (resume).")
     infra_seeds: list[int] = Field(default_factory=list, description="Seeds stored as given-up infra errors.")
-
-
-class Lease(BaseModel):
-    """Episodes of one task handed to one worker; re-issued unchanged when lost."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    lease_id: str
-    task_id: str
-    seeds: list[int]
-
-
-class EpisodeOutcome(BaseModel):
-    """What the scheduler needs to know about one finished episode."""
-
-    model_config = ConfigDict(extra="forbid")
-    seed: int
-    episode_id: str = ""
-    exit_status: str = ""
-    infra_error: str | None = None
-    cost_usd: float = 0.0
-    wall_time_s: float = 0.0
-
-
-class LeaseResult(BaseModel):
-    """A worker's acknowledgement of a lease: its episodes' outcomes and the shard that holds them."""
-
-    model_config = ConfigDict(extra="forbid")
-    lease_id: str
-    worker_id: str = ""
-    outcomes: list[EpisodeOutcome] = Field(default_factory=list)
-    shard: str | None = None
-    replayed: bool = Field(False, description="The shard already existed: acknowledged without running.")
-    budget_exhausted: bool = Field(False, description="The stage's budget ran out during the lease.")
 
 
 def lease_id_for(task_hash: str, task_id: str, salt: str, seeds: list[int]) -> str:

@@ -1,11 +1,13 @@
-"""Runs leases of episodes on reused task sandboxes and writes each lease's shard (`RUN/rollouts/trajectories/`).
+"""Plays leases on reused task sandboxes and stores each episode as it ends (`RUN/rollouts/trajectories/part-ep-*.parquet`).
 
-`EpisodeWorker` is what a Ray rollout actor wraps (`actors/rollout.py`), and it is usable without Ray. It
-holds up to `slots` sandboxes (one per concurrent episode), each pinned to the worker's GPUs and kept for
-the task it was started for: episodes of one task reuse it with `reset()` between them. An episode that
-fails for the cluster's reasons (sandbox or endpoint) is retried on a fresh sandbox up to R times; the
-record of the last try is kept with its `infra_error`. A lease whose shard already exists is acknowledged
-from the shard without running anything (its earlier holder died between writing and acknowledging).
+`EpisodeWorker` is what every worker pool runs: a thread of the in-process pool, or a Ray actor
+(`actors/rollout.py`). It holds up to `slots` sandboxes (one per concurrent episode), each pinned to the
+worker's GPUs and kept for the task it was started for: episodes of one task reuse it with `reset()`
+between them. An episode that fails for the cluster's reasons (sandbox or endpoint) is retried on a fresh
+sandbox up to `rollout.max_infra_retries` times; the record of the last try is kept with its `infra_error`.
+Each finished episode is stored at once under its episode id (`engine.trajectories.episode_shards`), and a
+lease's episodes already stored (an earlier holder died mid-lease) are acknowledged from the store
+instead of being played again.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from engine.agent.episode import episode_id, run_episode
 from engine.config import RunConfig
-from engine.errors import BudgetExceededError, EngineError, SandboxError
+from engine.errors import BudgetExceededError, EngineError, SandboxError, TaskError
 from engine.protocols import ChatModel, Completion, Message, Runtime, Sandbox, SamplingParams, SandboxSpec
 from engine.records import TrajectoryRecord
+from engine.rollout.leases import EpisodeOutcome, Lease, LeaseResult
 from engine.rollout.observer import NullObserver, RolloutObserver
-from engine.rollout.scheduler import EpisodeOutcome, Lease, LeaseResult
+from engine.rollout.plan import TaskRef
+from engine.tasks.folder import load_task
 from engine.tasks.grading import TaskGrader
 from engine.tasks.spec import TaskSpec
-from engine.trajectories.store import read_lease_shard, write_lease_shard
+from engine.trajectories.episode_shards import stored_outcomes, write_episode
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,10 @@ _OUTCOME_COLUMNS = ["seed", "episode_id", "exit_status", "infra_error", "cost_us
 
 class StageBudgetSpent(EngineError):
     """The stage's shared budget ran out mid-episode: the episode is dropped (not stored) and the stage stops."""
+
+
+class WorkerClosed(EngineError):
+    """The worker was closed (its pool stopped or restarted it) while a lease was running; the lease is lost."""
 
 
 class BudgetGuard:
@@ -58,6 +67,36 @@ class BudgetGuard:
             raise StageBudgetSpent(str(e)) from None
 
 
+class TaskCache:
+    """The stage's tasks as one worker sees them: each folder loaded once, on first use, and checked against the
+    content hash the stage planned with (a node with another copy of the folder would mix two tasks' episodes)."""
+
+    def __init__(self, refs: list[TaskRef]):
+        self.refs = {r.task_id: r for r in refs}
+        self._loaded: dict[str, TaskSpec] = {}
+        self._lock = threading.Lock()
+
+    def get(self, task_id: str) -> TaskSpec:
+        with self._lock:
+            if task_id not in self._loaded:
+                ref = self.refs[task_id]
+                spec = load_task(Path(ref.root))
+                if spec.content_hash() != ref.task_hash:
+                    raise TaskError(f"{ref.root}: this copy of task {task_id} has content hash {spec.content_hash()}, "
+                                    f"the stage planned with {ref.task_hash}; every node must see the same task "
+                                    "folders (a shared filesystem or one image): sync them and re-run")
+                self._loaded[task_id] = spec
+            return self._loaded[task_id]
+
+    def all(self) -> list[TaskSpec]:
+        """Every task, loaded (the offline heuristic policy needs them all to recognise a task from its prompt)."""
+        return [self.get(task_id) for task_id in self.refs]
+
+
+ModelFactory = Callable[[RunConfig, TaskCache], "tuple[ChatModel, str]"]
+"""Builds a worker's model and names the policy recorded on its trajectories: `(cfg, tasks) -> (model, policy)`."""
+
+
 @dataclass
 class _Slot:
     task: TaskSpec
@@ -71,6 +110,7 @@ class _Pool:
     """Idle sandboxes by task, and how many exist; guarded by one lock (episodes may run concurrently)."""
 
     idle: dict[str, list[_Slot]] = field(default_factory=dict)
+    busy: list[_Slot] = field(default_factory=list)
     count: int = 0
     live: int = 0  # sandboxes started and not yet closed (the active-containers gauge)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,7 +119,7 @@ class _Pool:
 class EpisodeWorker:
     """Plays leases: `run_lease(lease) -> LeaseResult`, thread-safe up to `slots` concurrent leases."""
 
-    def __init__(self, cfg: RunConfig, tasks: dict[str, TaskSpec], model: ChatModel, runtime: Runtime, *,
+    def __init__(self, cfg: RunConfig, tasks: TaskCache, model: ChatModel, runtime: Runtime, *,
                  policy: str, worker_id: str = "w0", gpu_ids: list[str] | None = None, gpu_share: float = 0.0,
                  slots: int = 1, observer: RolloutObserver | None = None,
                  after_write: Callable[[Lease, str], None] | None = None):
@@ -93,38 +133,43 @@ class EpisodeWorker:
         self.gpu_share = gpu_share
         self.slots = slots
         self.observer = observer or NullObserver()
-        self.after_write = after_write
+        self.after_write = after_write  # tests: called after each stored episode (fault injection)
         self._pool = _Pool()
+        self._closed = False
 
     # -- leases ---------------------------------------------------------------------------------------
     def run_lease(self, lease: Lease) -> LeaseResult:
-        done = read_lease_shard(self.cfg.run_dir, lease.lease_id, columns=_OUTCOME_COLUMNS)
-        if done is not None:
-            log.info("run %s lease %s: shard already written; acknowledging it", self.cfg.run_id, lease.lease_id)
-            return LeaseResult(lease_id=lease.lease_id, worker_id=self.worker_id, replayed=True,
-                               outcomes=[EpisodeOutcome(**row) for row in done.to_pylist()])
-        task = self.tasks[lease.task_id]
-        records: list[TrajectoryRecord] = []
+        """Play the lease's episodes that are not stored yet, storing each as it ends."""
+        task = self.tasks.get(lease.task_id)
+        ids = {seed: episode_id(task.content_hash(), self.model.name, self.policy, seed) for seed in lease.seeds}
+        stored = stored_outcomes(self.cfg.run_dir, list(ids.values()), _OUTCOME_COLUMNS)
+        if stored:
+            log.info("run %s lease %s: %d of %d episodes already stored; playing the rest", self.cfg.run_id,
+                     lease.lease_id, len(stored), len(lease.seeds))
+        outcomes = {seed: EpisodeOutcome(**stored[eid]) for seed, eid in ids.items() if eid in stored}
+        todo = [seed for seed in lease.seeds if seed not in outcomes]
         budget_spent = False
-        slot = self._checkout(task)
-        try:
-            for seed in lease.seeds:
-                try:
-                    records.append(self._episode(slot, seed))
-                except StageBudgetSpent as e:
-                    log.warning("run %s: %s; stopping the lease", self.cfg.run_id, e)
-                    budget_spent = True
-                    break
-        finally:
-            self._checkin(slot)
-        shard = None
-        if records:
-            shard = write_lease_shard(self.cfg.run_dir, lease.lease_id, records)
-            if self.after_write is not None:
-                self.after_write(lease, shard)
-        return LeaseResult(
-            lease_id=lease.lease_id, worker_id=self.worker_id, shard=shard, budget_exhausted=budget_spent,
-            outcomes=[EpisodeOutcome(**{k: getattr(r, k) for k in _OUTCOME_COLUMNS}) for r in records])
+        if todo:
+            slot = self._checkout(task)
+            try:
+                for seed in todo:
+                    if self._closed:
+                        raise WorkerClosed(f"worker {self.worker_id} closed during lease {lease.lease_id}")
+                    try:
+                        rec = self._episode(slot, seed)
+                    except StageBudgetSpent as e:
+                        log.warning("run %s: %s; stopping the lease", self.cfg.run_id, e)
+                        budget_spent = True
+                        break
+                    path = write_episode(self.cfg.run_dir, rec)
+                    outcomes[seed] = EpisodeOutcome(**{k: getattr(rec, k) for k in _OUTCOME_COLUMNS})
+                    if self.after_write is not None:
+                        self.after_write(lease, path)
+            finally:
+                self._checkin(slot)
+        return LeaseResult(lease_id=lease.lease_id, worker_id=self.worker_id, replayed=len(stored),
+                           budget_exhausted=budget_spent,
+                           outcomes=[outcomes[s] for s in lease.seeds if s in outcomes])
 
     def _episode(self, slot: _Slot, seed: int) -> TrajectoryRecord:
         """One episode, retried on a fresh sandbox while it fails for infrastructure reasons."""
@@ -165,11 +210,16 @@ class EpisodeWorker:
             direction=task.config.direction, exit_status="exit_error", infra_error=error)
 
     # -- sandboxes ------------------------------------------------------------------------------------
+    def _labels(self, task: TaskSpec) -> dict[str, str]:
+        return {"run_id": self.cfg.run_id, "task_id": task.id, "worker": self.worker_id}
+
     def _checkout(self, task: TaskSpec) -> _Slot:
         with self._pool.lock:
             idle = self._pool.idle.get(task.id)
             if idle:
-                return idle.pop()
+                slot = idle.pop()
+                self._pool.busy.append(slot)
+                return slot
             victim = None
             if self._pool.count >= self.slots:  # make room: drop an idle sandbox of another task
                 victim = next((lst.pop() for lst in self._pool.idle.values() if lst), None)
@@ -177,19 +227,26 @@ class EpisodeWorker:
             self._pool.count += 1
         if victim is not None:
             self._discard(victim)
-        labels = {"run_id": self.cfg.run_id, "task_id": task.id, "worker": self.worker_id}
-        return _Slot(task=task, grader=TaskGrader(task, self.runtime, timeout_s=GRADING_TIMEOUT_S, labels=labels))
+        slot = _Slot(task=task, grader=TaskGrader(task, self.runtime, timeout_s=GRADING_TIMEOUT_S,
+                                                  labels=self._labels(task)))
+        with self._pool.lock:
+            self._pool.busy.append(slot)
+        return slot
 
     def _checkin(self, slot: _Slot) -> None:
         with self._pool.lock:
+            self._pool.busy.remove(slot)
             self._pool.idle.setdefault(slot.task.id, []).append(slot)
+        if self._closed:
+            self.close()
 
     def _ready(self, slot: _Slot) -> Sandbox:
         """The slot's sandbox at the starter state: started if missing, else reset."""
+        if self._closed:
+            raise WorkerClosed(f"worker {self.worker_id} is closed")
         if slot.sandbox is None:
             spec = SandboxSpec(workspace=slot.task.workspace_dir, read_only_paths=slot.task.read_only_paths,
-                               gpu_ids=self.gpu_ids, labels={"run_id": self.cfg.run_id, "task_id": slot.task.id,
-                                                            "worker": self.worker_id})
+                               gpu_ids=self.gpu_ids, labels=self._labels(slot.task))
             slot.sandbox, slot.fresh = self.runtime.start(spec), True
             self._live(+1)
         elif not slot.fresh:
@@ -215,10 +272,18 @@ class EpisodeWorker:
         self.observer.containers(live)
 
     def close(self) -> None:
-        """Close every sandbox (call at the end of the stage)."""
+        """Close every sandbox: the end of the stage, or a pool restarting a worker whose lease overran its
+        deadline. A lease still running loses its sandbox, and ends (lost, `WorkerClosed`) before its next try."""
+        self._closed = True
         with self._pool.lock:
             slots = [s for lst in self._pool.idle.values() for s in lst]
             self._pool.idle.clear()
-            self._pool.count = 0
+            self._pool.count -= len(slots)
+            running = [s.sandbox for s in self._pool.busy if s.sandbox is not None]
         for slot in slots:
             self._discard(slot)
+        for sandbox in running:  # its episode fails at its next command, then the lease ends
+            try:
+                sandbox.close()
+            except Exception as e:
+                log.warning("run %s: closing a running sandbox failed: %s", self.cfg.run_id, e)

@@ -315,3 +315,32 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LocalServerLauncher:
+    """The `ServerLauncher` of this machine: `n` ServerProcesses, each on its own GPUs of `gpu_ids` (none on CPU)."""
+
+    def __init__(self, gpu_ids: Sequence[str] = ()):
+        self.gpu_ids = [str(g) for g in gpu_ids]
+        self.servers: list[ServerProcess] = []
+
+    def start(self, cfg: ServeConfig, n: int) -> list[str]:
+        g = cfg.gpus_per_server
+        need = 0 if g == 0 else int(-(-n * g // 1))
+        if need > len(self.gpu_ids):
+            raise ConfigError(f"{n} model servers × serve.gpus_per_server={g:g} need {need} GPUs; this machine has "
+                              f"{len(self.gpu_ids)}: serve fewer, or run the stage on a Ray cluster")
+        try:
+            for i in range(n):
+                gpus = [] if g == 0 else ([self.gpu_ids[int(i * g)]] if g < 1 else
+                                          self.gpu_ids[i * int(g):(i + 1) * int(g)])
+                self.servers.append(ServerProcess(cfg, gpus).start())
+        except BaseException:
+            self.stop()
+            raise
+        return [s.base_url for s in self.servers]
+
+    def stop(self) -> None:
+        servers, self.servers = self.servers, []
+        for server in servers:
+            server.stop()

@@ -107,7 +107,7 @@ def describe_samples(check: DatasetCheck, n: int, *, columns: list[str] | None =
 
 
 class HubDatasetValidator:
-    """DatasetValidator over the Hugging Face Hub (or anything that speaks its protocol)."""
+    """Checks proposed datasets against the Hugging Face Hub (or anything that speaks its protocol)."""
 
     def __init__(self, cfg: HubConfig) -> None:
         self.cfg = cfg

@@ -39,7 +39,7 @@ def run_synth(cfg: RunConfig, *, start_over: bool = False, executor: Executor | 
     """Run the whole stage in this process (threads) or through `executor` (Ray's RayExecutor)."""
     started = time.time()
     out = synth_dir(cfg)
-    begin_stage(str(out), "synth", cfg.config_hash(), start_over=start_over)
+    begin_stage(str(out), "synth", cfg.stage_hash("synth"), start_over=start_over, inputs=cfg.stage_inputs("synth"))
     write_config(str(out), cfg)
     executor = executor or ThreadExecutor(cfg.synth.concurrency)
     ctx = ItemContext(cfg=cfg, tasks_dir=out / "tasks", staging_dir=out / ".staging", limiter=limiter)
@@ -192,5 +192,5 @@ def _manifest(cfg, topics, proposals, outcomes, rejects, cost, wall_s) -> Manife
     if stopped:  # say how far it got: the items the budget left undone are counted as rejects "budget"
         counts["stopped_by_budget"] = len(stopped)
         log.warning("run %s synth: budget spent; %d items left undone (%s)", cfg.run_id, len(stopped), stopped[0].detail)
-    return Manifest(stage="synth", run_id=cfg.run_id, config_hash=cfg.config_hash(), counts=counts,
+    return Manifest(stage="synth", run_id=cfg.run_id, config_hash=cfg.stage_hash("synth"), counts=counts,
                     rejects=dict(Counter(r.reason for r in rejects)), cost_usd=cost, wall_time_s=wall_s)

@@ -181,6 +181,14 @@ def _check_layout(root: Path, cfg: TaskConfig, task_file: Path) -> None:
 # ---------------------------------------------------------------- queries
 
 
+def load_tasks(paths: list[Path]) -> list[TaskSpec]:
+    """Every task folder under `paths` (each a task folder or a folder of them), loaded, in order."""
+    roots = [root for p in paths for root in find_tasks(Path(p))]
+    if not roots:
+        raise TaskError(f"no task folders under {[str(p) for p in paths]}; pass folders holding {TASK_FILE}")
+    return [load_task(r) for r in roots]
+
+
 def find_tasks(path: Path) -> list[Path]:
     """A task folder itself, or the task folders directly inside `path`, sorted by name (hidden ones skipped)."""
     path = Path(path)

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 TaskEntrypoint = Literal["CSVSubmissionTasks", "ModelSubmissionTasks", "LMSubmissionTasks", "PythonSubmissionTasks"]
 Direction = Literal["max", "min"]
@@ -88,6 +88,7 @@ class TaskSpec(BaseModel):
     root: Path
     config: TaskConfig
     datasets: list[DatasetConfig] = Field(default_factory=list)
+    _content_hash: str | None = PrivateAttr(None)
 
     @property
     def id(self) -> str:
@@ -122,7 +123,15 @@ class TaskSpec(BaseModel):
         return self.baseline if self.config.grading == "mlgym" else {}
 
     def content_hash(self) -> str:
-        """Hash of everything that defines the task (configs, workspace, grader), for episode ids."""
+        """Hash of everything that defines the task (configs, workspace, grader), for episode ids.
+
+        Read once per loaded task (it reads every byte of the folder) and kept: a task folder is not edited
+        while a stage uses it, and a changed folder is a new task (load it again)."""
+        if self._content_hash is None:
+            self._content_hash = self._hash_folder()
+        return self._content_hash
+
+    def _hash_folder(self) -> str:
         h = hashlib.sha256()
         for base in (self.root / "task.yaml", self.workspace_dir, self.grader_dir):
             files = [base] if base.is_file() else sorted(p for p in base.rglob("*") if p.is_file()) if base.exists() else []

@@ -8,7 +8,9 @@ and viewers read the files:
   ``{"open_file": …, "working_dir": …}``, ``"n/a"`` when no file is open, as MLGym stores it), ``thought``,
   ``execution_time``;
 - ``history``: the full message list; every message gets ``agent: "primary"``, assistant turns also their
-  ``thought`` and ``action`` (the i-th assistant message is the i-th step);
+  ``thought`` and ``action`` (the i-th assistant message is the i-th step). The model's reasoning, which
+  our messages carry as ``reasoning_content``, is left out: MLGym's history has no such field (it stays
+  in our store, on the message and on its step);
 - ``info``: ``model_stats``, ``exit_status``, ``submission``, ``score`` (the metrics the agent saw, one
   dict per successful scoring) and our extras under ``info["synthscale"]`` (every score with its held-out
   test metrics, episode id, seed, …).
@@ -72,7 +74,7 @@ def _history(record: TrajectoryRecord) -> list[dict]:
     history: list[dict] = []
     assistant_turn = 0
     for message in record.messages:
-        entry = {**message, "agent": AGENT_NAME}
+        entry = {"role": message["role"], "content": message["content"], "agent": AGENT_NAME}
         if message.get("role") == "assistant":
             if assistant_turn < len(record.steps):
                 step = record.steps[assistant_turn]

@@ -1,14 +1,23 @@
 """The trajectory store: reads and writes ``<run>/rollouts/trajectories/part-*.parquet``, one row per episode.
 
-``TRAJECTORY_SCHEMA`` is the one definition of the row layout. Typed columns hold everything with a fixed
-shape (scalars, ``messages``, ``steps``, ``scores``, ``baseline``); ``sampling`` (values of mixed types:
-float, int, str, None) and ``history`` (the history-processor settings, a small model that may gain
-fields) are JSON strings, which keep int/float/None exactly and let old shards read under new fields.
-The shard footer carries the schema version; every read checks it and the columns.
+``TRAJECTORY_SCHEMA`` is derived from ``TrajectoryRecord`` (``engine.trajectories.arrow_schema``): one column
+per field, nested records as structs, so a field added to a record gets its column. Typed columns hold
+everything with a fixed shape (scalars, ``messages``, ``steps``, ``scores``, ``baseline``); ``sampling``
+(values of mixed types: float, int, str, None) and ``history`` (the history-processor settings, a small model
+that may gain fields) are declared JSON strings, which keep int/float/None exactly and let old shards read
+under new fields. A write refuses a row with a key that has no column (``scores[0].foo``) instead of
+dropping it, so ``table_to_records(records_to_table(rs)) == rs`` for every record.
 
-Shards are immutable: a writer adds ``part-<time_ns>-<uuid>.parquet`` atomically, never rewrites one. Reads
-deduplicate by ``episode_id``: the first stored record wins (shards in name order, i.e. write order), except
-that a record without ``infra_error`` beats one with it, so a retried episode replaces its infra failure.
+The shard footer carries the schema version (``TRAJECTORY_SCHEMA_VERSION``, 2); every read checks it and the
+columns. v1 shards (no ``reasoning_content`` on messages, no ``artefact`` on scores) still read, upgraded on
+read into v2 data: each step's ``reasoning`` is copied onto its assistant message (see ``upgrade_table``).
+
+Two writers add shards, each atomically: the rollout stage stores each episode as it ends under its episode id
+(``part-ep-<episode_id>.parquet``, ``engine.trajectories.episode_shards``: a second write of an episode replaces
+it, so the stage never stores one twice); ``TrajectoryWriter`` adds ``part-<time_ns>-<uuid>.parquet`` files of
+many records (imports, tests) and never rewrites one. Reads list every ``part-*.parquet`` and deduplicate by
+``episode_id``: the first stored record wins (shards in name order), except that a record without
+``infra_error`` beats one with it, so a retried episode replaces its infra failure.
 """
 
 from __future__ import annotations
@@ -27,7 +36,8 @@ from pydantic import ValidationError
 
 from engine.artifacts import RERUN_COMMANDS, atomic_write_bytes, join, resolve
 from engine.errors import ArtifactError
-from engine.records import SCHEMA_VERSION, TrajectoryRecord
+from engine.records import TRAJECTORY_SCHEMA_VERSION, TrajectoryRecord
+from engine.trajectories.arrow_schema import plain_row, record_schema, unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -36,77 +46,47 @@ SCHEMA_NAME = "synthscale.trajectories"
 _META_NAME = b"synthscale.schema"
 _META_VERSION = b"synthscale.schema_version"
 
-_METRICS = pa.map_(pa.string(), pa.float64())
+JSON_COLUMNS = ("sampling", "history")
+"""Columns stored as JSON strings: their values are of mixed types, or a model that may gain fields."""
 
-MESSAGE_TYPE = pa.struct([("role", pa.string()), ("content", pa.string())])
-
-STEP_TYPE = pa.struct([
-    ("step", pa.int64()),
-    ("response", pa.string()),
-    ("thought", pa.string()),
-    ("action", pa.string()),
-    ("observation", pa.string()),
-    ("reasoning", pa.string()),
-    ("open_file", pa.string()),
-    ("working_dir", pa.string()),
-    ("execution_time_s", pa.float64()),
-    ("model_latency_s", pa.float64()),
-    ("prompt_tokens", pa.int64()),
-    ("completion_tokens", pa.int64()),
-    ("cost_usd", pa.float64()),
-    ("format_errors", pa.list_(pa.string())),
-])
-
-SCORE_TYPE = pa.struct([
-    ("step", pa.int64()),
-    ("kind", pa.string()),
-    ("validation", _METRICS),
-    ("test", _METRICS),
-    ("metric", pa.string()),
-    ("direction", pa.string()),
-    ("grading", pa.string()),
-    ("error", pa.string()),
-])
-
-TRAJECTORY_SCHEMA = pa.schema(
-    [
-        ("schema_version", pa.int64()),
-        ("run_id", pa.string()),
-        ("task_id", pa.string()),
-        ("task_hash", pa.string()),
-        ("episode_id", pa.string()),
-        ("seed", pa.int64()),
-        ("model", pa.string()),
-        ("policy", pa.string()),
-        ("sampling", pa.string()),  # JSON object
-        ("history", pa.string()),  # JSON object: HistoryConfig
-        ("messages", pa.list_(MESSAGE_TYPE)),
-        ("steps", pa.list_(STEP_TYPE)),
-        ("scores", pa.list_(SCORE_TYPE)),
-        ("baseline", _METRICS),
-        ("metric", pa.string()),
-        ("direction", pa.string()),
-        ("exit_status", pa.string()),
-        ("submission", pa.string()),
-        ("tokens_sent", pa.int64()),
-        ("tokens_received", pa.int64()),
-        ("api_calls", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("wall_time_s", pa.float64()),
-        ("started_at", pa.float64()),
-        ("infra_error", pa.string()),
-    ],
-    metadata={_META_NAME: SCHEMA_NAME.encode(), _META_VERSION: str(SCHEMA_VERSION).encode()},
+TRAJECTORY_SCHEMA = record_schema(
+    TrajectoryRecord, overrides={name: pa.string() for name in JSON_COLUMNS},
+    metadata={_META_NAME: SCHEMA_NAME.encode(), _META_VERSION: str(TRAJECTORY_SCHEMA_VERSION).encode()},
 )
 
-_JSON_COLUMNS = ("sampling", "history")
+MESSAGE_TYPE: pa.StructType = TRAJECTORY_SCHEMA.field("messages").type.value_type
+STEP_TYPE: pa.StructType = TRAJECTORY_SCHEMA.field("steps").type.value_type
+SCORE_TYPE: pa.StructType = TRAJECTORY_SCHEMA.field("scores").type.value_type
+
+_METRICS = pa.map_(pa.string(), pa.float64())
+_S, _I, _F = pa.string(), pa.int64(), pa.float64()
+TRAJECTORY_SCHEMA_V1 = pa.schema(
+    [("schema_version", _I), ("run_id", _S), ("task_id", _S), ("task_hash", _S), ("episode_id", _S), ("seed", _I),
+     ("model", _S), ("policy", _S), ("sampling", _S), ("history", _S),
+     ("messages", pa.list_(pa.struct([("role", _S), ("content", _S)]))),
+     ("steps", pa.list_(pa.struct([("step", _I), ("response", _S), ("thought", _S), ("action", _S),
+                                   ("observation", _S), ("reasoning", _S), ("open_file", _S), ("working_dir", _S),
+                                   ("execution_time_s", _F), ("model_latency_s", _F), ("prompt_tokens", _I),
+                                   ("completion_tokens", _I), ("cost_usd", _F), ("format_errors", pa.list_(_S))]))),
+     ("scores", pa.list_(pa.struct([("step", _I), ("kind", _S), ("validation", _METRICS), ("test", _METRICS),
+                                    ("metric", _S), ("direction", _S), ("grading", _S), ("error", _S)]))),
+     ("baseline", _METRICS), ("metric", _S), ("direction", _S), ("exit_status", _S), ("submission", _S),
+     ("tokens_sent", _I), ("tokens_received", _I), ("api_calls", _I), ("cost_usd", _F), ("wall_time_s", _F),
+     ("started_at", _F), ("infra_error", _S)],
+    metadata={_META_NAME: SCHEMA_NAME.encode(), _META_VERSION: b"1"},
+)
+"""The layout v1 shards were written with, frozen (v2 added ``messages[].reasoning_content``, ``scores[].artefact``)."""
+
+_SCHEMAS = {1: TRAJECTORY_SCHEMA_V1, TRAJECTORY_SCHEMA_VERSION: TRAJECTORY_SCHEMA}
+_PREFIX_MESSAGES = 2  # system prompt and task come before the first assistant turn (engine.agent.history)
 _MAP_SCORE_FIELDS = ("validation", "test")
 
 
 def records_to_table(records: Sequence[TrajectoryRecord]) -> pa.Table:
     """Rows of ``TRAJECTORY_SCHEMA``; checks every record on the way in.
 
-    Messages must have exactly the keys ``role`` and ``content`` (the columns hold nothing else).
+    A key without a column anywhere in a row (say a message's ``name``) is an ArtifactError naming the
+    episode and the key's path, never silently dropped.
     """
     return pa.Table.from_pylist([_record_to_row(r) for r in records], schema=TRAJECTORY_SCHEMA)
 
@@ -115,25 +95,30 @@ def _record_to_row(record: TrajectoryRecord) -> dict:
     if not isinstance(record, TrajectoryRecord):
         raise ArtifactError(f"expected a TrajectoryRecord, got {type(record).__name__}")
     where = f"episode {record.episode_id} (task {record.task_id})"
-    if record.schema_version != SCHEMA_VERSION:
-        raise ArtifactError(f"{where}: record schema v{record.schema_version}, the store writes v{SCHEMA_VERSION}")
-    row = record.model_dump(mode="python")
-    for i, message in enumerate(row["messages"]):
-        if set(message) != {"role", "content"}:
-            raise ArtifactError(f"{where}: message {i} has keys {sorted(message)}; "
-                                "the trajectory schema stores exactly 'role' and 'content'")
-    row["sampling"] = json.dumps(row["sampling"], ensure_ascii=False)
-    row["history"] = json.dumps(row["history"], ensure_ascii=False)
+    if record.schema_version != TRAJECTORY_SCHEMA_VERSION:
+        raise ArtifactError(f"{where}: record schema v{record.schema_version}, "
+                            f"the store writes v{TRAJECTORY_SCHEMA_VERSION}")
+    row = plain_row(record)  # not model_dump: it drops keys a TypedDict (a message) does not declare
+    for name in JSON_COLUMNS:
+        row[name] = json.dumps(row[name], ensure_ascii=False)
+    stray = unknown_keys(row, TRAJECTORY_SCHEMA)
+    if stray:
+        raise ArtifactError(f"{where}: {', '.join(stray)} not in trajectory schema v{TRAJECTORY_SCHEMA_VERSION}; "
+                            "remove the key, or add it as a field of its record in engine/records.py "
+                            "(the store's columns follow the records)")
     return row
 
 
 def table_to_records(table: pa.Table) -> list[TrajectoryRecord]:
-    """Inverse of ``records_to_table``: ``table_to_records(records_to_table(rs)) == rs``."""
-    return [_row_to_record(row) for row in table.to_pylist()]
+    """Inverse of ``records_to_table``: ``table_to_records(records_to_table(rs)) == rs``.
+
+    A table read straight from an older shard (its footer tag says so) is upgraded first (``upgrade_table``).
+    """
+    return [_row_to_record(row) for row in upgrade_table(table).to_pylist()]
 
 
 def _row_to_record(row: dict) -> TrajectoryRecord:
-    for name in _JSON_COLUMNS:
+    for name in JSON_COLUMNS:
         if name in row:
             try:
                 row[name] = json.loads(row[name])
@@ -145,10 +130,76 @@ def _row_to_record(row: dict) -> TrajectoryRecord:
         for name in _MAP_SCORE_FIELDS:
             if score[name] is not None:
                 score[name] = dict(score[name])
+    for message in row.get("messages") or []:
+        if message.get("reasoning_content") is None:  # a null struct field is an absent key
+            message.pop("reasoning_content", None)
     try:
         return TrajectoryRecord.model_validate(row)
     except ValidationError as e:
         raise ArtifactError(f"episode {row.get('episode_id')}: stored row is not a valid TrajectoryRecord ({e})") from None
+
+
+def upgrade_table(table: pa.Table) -> pa.Table:
+    """Columns of an older shard version (the table's footer tag says which) as current-version data.
+
+    Tables of this version, and tables without a tag, are returned as they are. v1 → v2: ``schema_version``
+    becomes 2, ``scores[].artefact`` null (v1 did not store it), and each assistant message gets the
+    ``reasoning`` of its step as ``reasoning_content`` (see ``reasoning_onto_messages``), so upgrading
+    ``messages`` needs ``steps`` in the table too.
+    """
+    version = (table.schema.metadata or {}).get(_META_VERSION)
+    if version is None or version == str(TRAJECTORY_SCHEMA_VERSION).encode():
+        return table
+    if version != b"1":
+        raise ArtifactError(f"trajectory table of schema v{version.decode(errors='replace')}, this store reads "
+                            f"v1 and v{TRAJECTORY_SCHEMA_VERSION}; use the synthscale that wrote it")
+    names = table.column_names
+    if "messages" in names and "steps" not in names:
+        raise ArtifactError("a v1 trajectory table's 'messages' are upgraded from its 'steps'; read both columns")
+    n = table.num_rows
+    new: dict[str, pa.Array] = {}
+    if "schema_version" in names:
+        new["schema_version"] = pa.array([TRAJECTORY_SCHEMA_VERSION] * n, type=pa.int64())
+    if "scores" in names:
+        new["scores"] = pa.array(table.column("scores").to_pylist(), type=TRAJECTORY_SCHEMA.field("scores").type)
+    if "messages" in names:
+        ids = table.column("episode_id").to_pylist() if "episode_id" in names else [None] * n
+        rows = zip(ids, table.column("messages").to_pylist(), table.column("steps").to_pylist())
+        upgraded = [None if msgs is None else reasoning_onto_messages(msgs, steps or [], eid)
+                    for eid, msgs, steps in rows]
+        new["messages"] = pa.array(upgraded, type=TRAJECTORY_SCHEMA.field("messages").type)
+    for name, column in new.items():
+        table = table.set_column(names.index(name), TRAJECTORY_SCHEMA.field(name), column)
+    return table.replace_schema_metadata(TRAJECTORY_SCHEMA.metadata)
+
+
+def reasoning_onto_messages(messages: list[dict], steps: list[dict], episode_id: str | None = None) -> list[dict]:
+    """v1 → v2 for one episode: copies of ``messages`` whose assistant turns carry their step's reasoning.
+
+    The assistant messages after the system prompt and the task are, in order, the steps that produced an
+    action (``engine.agent.episode._loop`` appends both together); only a last step that ended in format
+    errors has none. Pairs whose text differs (a record not written by that loop) get nothing, with a warning.
+
+    >>> msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "T"},
+    ...         {"role": "assistant", "content": "A"}, {"role": "user", "content": "o"}]
+    >>> steps = [{"response": "A", "reasoning": "why", "action": "ls", "format_errors": []},
+    ...          {"response": "?", "reasoning": None, "action": "", "format_errors": ["?", "?"]}]
+    >>> reasoning_onto_messages(msgs, steps)[2]
+    {'role': 'assistant', 'content': 'A', 'reasoning_content': 'why'}
+    """
+    out = [dict(m) for m in messages]
+    turns = [i for i, m in enumerate(out) if i >= _PREFIX_MESSAGES and m.get("role") == "assistant"]
+    trailing_failure = len(steps) == len(turns) + 1 and steps[-1].get("format_errors") and not steps[-1].get("action")
+    paired = list(zip(turns, steps))
+    if (len(steps) != len(turns) and not trailing_failure) or any(out[i]["content"] != s.get("response")
+                                                                   for i, s in paired):
+        log.warning("episode %s: %d assistant messages do not match its %d steps; its reasoning stays on the "
+                    "steps only", episode_id, len(turns), len(steps))
+        return out
+    for i, step in paired:
+        if step.get("reasoning"):
+            out[i]["reasoning_content"] = step["reasoning"]
+    return out
 
 
 def trajectories_dir(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
@@ -185,33 +236,6 @@ class TrajectoryWriter:
         return path
 
 
-def lease_shard_path(run_dir: str | os.PathLike, lease_id: str, fs: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
-    """Where a lease's episodes go: one shard per lease, named by the lease id, so writing it twice
-    (a re-issued lease) replaces it instead of adding a duplicate."""
-    fs, base = trajectories_dir(run_dir, fs)
-    return fs, join(base, f"part-lease-{lease_id}.parquet")
-
-
-def write_lease_shard(run_dir: str | os.PathLike, lease_id: str, records: Sequence[TrajectoryRecord],
-                      fs: pafs.FileSystem | None = None, *, compression: str = "zstd") -> str:
-    """Write the lease's shard atomically; returns its path."""
-    fs, path = lease_shard_path(run_dir, lease_id, fs)
-    sink = pa.BufferOutputStream()
-    pq.write_table(records_to_table(list(records)), sink, compression=compression)
-    atomic_write_bytes(fs, path, sink.getvalue().to_pybytes())
-    log.info("wrote %d trajectories to %s", len(records), path)
-    return path
-
-
-def read_lease_shard(run_dir: str | os.PathLike, lease_id: str, fs: pafs.FileSystem | None = None,
-                     columns: Sequence[str] | None = None) -> pa.Table | None:
-    """The lease's shard if a holder already wrote it (None otherwise)."""
-    fs, path = lease_shard_path(run_dir, lease_id, fs)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    return _read_shard(fs, path, list(columns) if columns is not None else None)
-
-
 def shard_paths(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None) -> list[str]:
     """The store's shards in name (= write) order; temporary files are never listed."""
     return _list_shards(*trajectories_dir(run_dir, fs))
@@ -224,28 +248,38 @@ def _list_shards(fs: pafs.FileSystem, base: str) -> list[str]:
     return sorted(names, key=lambda p: p.rsplit("/", 1)[-1])
 
 
-def _read_shard(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table:
+def read_shard(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table:
+    """The shard's ``columns`` as current-version data (older shards are upgraded, see ``upgrade_table``)."""
     with fs.open_input_file(path) as f:
         pf = pq.ParquetFile(f)
-        check_shard_schema(path, pf.schema_arrow)
-        return pf.read(columns=columns)
+        version = check_shard_schema(path, pf.schema_arrow)
+        # a v1 shard's messages are upgraded from its steps: read those too, and drop them after
+        helper = ["steps"] if version == 1 and columns and "messages" in columns and "steps" not in columns else []
+        table = pf.read(columns=None if columns is None else [*columns, *helper])
+    table = upgrade_table(table)
+    return table.drop_columns(helper) if helper else table
 
 
-def check_shard_schema(path: str, schema: pa.Schema) -> None:
-    """Raise ArtifactError naming the shard unless ``schema`` is this version's ``TRAJECTORY_SCHEMA``."""
+def check_shard_schema(path: str, schema: pa.Schema) -> int:
+    """The shard's schema version, after checking that ``schema`` is exactly that version's layout
+    (``TRAJECTORY_SCHEMA``, or ``TRAJECTORY_SCHEMA_V1`` for shards read with an upgrade); else ArtifactError."""
     meta = schema.metadata or {}
-    found = meta.get(_META_VERSION, b"?").decode()
+    found = meta.get(_META_VERSION, b"?").decode(errors="replace")
     rerun = f"rerun `{RERUN_COMMANDS['rollouts']} --start-over` or use a new run dir"
     if meta.get(_META_NAME) != SCHEMA_NAME.encode():
         raise ArtifactError(f"{path}: not a synthscale trajectory shard (no '{SCHEMA_NAME}' schema tag); "
-                            f"expected trajectory schema v{SCHEMA_VERSION}; remove it from the store")
-    if found != str(SCHEMA_VERSION):
-        raise ArtifactError(f"{path}: trajectory schema v{found}, expected v{SCHEMA_VERSION}; {rerun}")
-    if not schema.equals(TRAJECTORY_SCHEMA, check_metadata=False):
-        want = {f.name: f.type for f in TRAJECTORY_SCHEMA}
+                            f"expected trajectory schema v{TRAJECTORY_SCHEMA_VERSION}; remove it from the store")
+    version = int(found) if found.isdecimal() else None
+    if version not in _SCHEMAS:
+        raise ArtifactError(f"{path}: trajectory schema v{found}, expected v{TRAJECTORY_SCHEMA_VERSION} "
+                            f"(v1 is upgraded on read); {rerun}")
+    expected = _SCHEMAS[version]
+    if not schema.equals(expected, check_metadata=False):
+        want = {f.name: f.type for f in expected}
         got = {f.name: f.type for f in schema}
         diff = sorted(n for n in want.keys() | got.keys() if want.get(n) != got.get(n))
-        raise ArtifactError(f"{path}: columns {diff} differ from trajectory schema v{SCHEMA_VERSION}; {rerun}")
+        raise ArtifactError(f"{path}: columns {diff} differ from trajectory schema v{version}; {rerun}")
+    return version
 
 
 def _keep_indices(episode_ids: list[str], infra_errors: list[str | None]) -> list[int]:
@@ -264,7 +298,7 @@ def read_trajectory_table(run_dir: str | os.PathLike, fs: pafs.FileSystem | None
     fs, base = trajectories_dir(run_dir, fs)
     want = list(columns) if columns is not None else None
     read_cols = None if want is None else list(dict.fromkeys([*want, "episode_id", "infra_error"]))
-    tables = [_read_shard(fs, p, read_cols) for p in _list_shards(fs, base)]
+    tables = [read_shard(fs, p, read_cols) for p in _list_shards(fs, base)]
     if not tables:
         empty = TRAJECTORY_SCHEMA.empty_table()
         return empty if want is None else empty.select(want)
@@ -290,7 +324,7 @@ def stored_episode_ids(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = 
     fs, base = trajectories_dir(run_dir, fs)
     done: set[str] = set()
     for path in _list_shards(fs, base):
-        table = _read_shard(fs, path, ["episode_id", "infra_error"])
+        table = read_shard(fs, path, ["episode_id", "infra_error"])
         for eid, infra in zip(table.column("episode_id").to_pylist(), table.column("infra_error").to_pylist()):
             if include_infra_errors or infra is None:
                 done.add(eid)

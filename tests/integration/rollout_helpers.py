@@ -1,5 +1,5 @@
 """Shared pieces of the rollout-stage tests: model factories and fault hooks that Ray workers can unpickle
-(`register_pickle_by_value`), and the exactly-once check."""
+(`register_pickle_by_value`), the stage over either pool, and the exactly-once check."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 from engine.artifacts import resolve
 from engine.config import RunConfig
 from engine.errors import ModelError
+from engine.rollout.plan import TaskRef
+from engine.rollout.stage import RolloutStage
+from engine.tasks.folder import load_tasks
 from engine.testing.playbook import PlaybookModel
 from engine.trajectories.store import shard_paths
 
@@ -68,19 +71,58 @@ class DeadEndpoint:
 
 
 class DieAfterWrite:
-    """Kills the worker process right after it wrote a lease's shard and before it acknowledges it, once."""
+    """Kills the worker process right after it stored its `after`-th episode of a lease (before it acknowledges
+    the lease), once (a marker file decides); with `log`, appends every stored episode's path to that file, so a
+    test can tell that no episode was played (and stored) twice."""
 
-    def __init__(self, marker: str):
-        self.marker = marker
+    def __init__(self, marker: str, after: int = 1, log: str | None = None, crash: bool = False):
+        self.marker, self.after, self.log, self.crash = marker, after, log, crash
+        self.written: Counter[str] = Counter()
 
-    def __call__(self, lease, shard) -> None:
+    def __call__(self, lease, path) -> None:
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{path}\n")
+        self.written[lease.lease_id] += 1
+        if self.written[lease.lease_id] < self.after:
+            return
         try:
             fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             return
         os.write(fd, lease.lease_id.encode())
         os.close(fd)
+        if self.crash:  # in-process workers: a crash inside the lease, not of the whole test process
+            raise RuntimeError("worker crashed (injected)")
         os._exit(1)
+
+
+def task_refs(cfg: RunConfig) -> list[TaskRef]:
+    return [TaskRef.of(t) for t in load_tasks(list(cfg.episodes.tasks))]
+
+
+def ray_stage(cfg: RunConfig, *, model_factory=None, after_write=None, **stage_kw) -> RolloutStage:
+    """The rollout stage of `cfg` over Ray actors (the connected cluster)."""
+    from actors.rollout import RayWorkerPool
+
+    refs = task_refs(cfg)
+    return RolloutStage(cfg, refs, RayWorkerPool(cfg, refs, model_factory=model_factory, after_write=after_write),
+                        **stage_kw)
+
+
+def local_stage(cfg: RunConfig, *, model_factory=None, after_write=None, gpu_ids=None, **stage_kw) -> RolloutStage:
+    """The rollout stage of `cfg` over threads of this process."""
+    from engine.rollout.local_pool import InProcessPool
+
+    refs = task_refs(cfg)
+    pool = InProcessPool(cfg, refs, model_factory=model_factory, after_write=after_write, gpu_ids=gpu_ids)
+    return RolloutStage(cfg, refs, pool, **stage_kw)
+
+
+def written_twice(log: str) -> list[str]:
+    """Episode shards that a DieAfterWrite log saw stored more than once (episodes played again)."""
+    lines = Path(log).read_text().split() if Path(log).exists() else []
+    return [p for p, c in Counter(lines).items() if c > 1]
 
 
 def rollout_config(run_dir: Path | str, *, tasks: list[str] = ("wine-classification", "diabetes-regression"), n: int = 4,

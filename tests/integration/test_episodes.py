@@ -20,11 +20,11 @@ from engine.testing.scripted import ScriptedModel
 from engine.models.server import ChatCompletionsServer
 from engine.protocols import SandboxSpec
 from engine.records import TrajectoryRecord
-from engine.rollout.batch import run_task_episodes
+from engine.runner import run_rollout_stage
 from engine.sandbox import make_runtime
 from engine.tasks.folder import find_tasks, load_task
 from engine.tasks.grading import TaskGrader
-from engine.trajectories.store import TrajectoryWriter, read_trajectories
+from engine.trajectories.store import read_trajectories
 
 try:
     from tests.integration.sandbox_fixtures import docker_problem
@@ -66,18 +66,16 @@ def _check_beats_baseline(rec: TrajectoryRecord) -> None:
 
 @pytest.mark.parametrize("runtime_name", ["local", "docker"])
 def test_heuristic_beats_every_example_baseline(runtime_name: str, tmp_path: Path) -> None:
-    runtime = _runtime(runtime_name)
-    cfg = RunConfig(run_id="it", run_dir=str(tmp_path), sandbox=SandboxConfig(runtime=runtime_name, **SANDBOX))
-    model = HeuristicModel(TASKS)
-    records = []
-    for task in TASKS:
-        records += run_task_episodes(task, model, runtime, cfg, seeds=[0], policy="heuristic")
+    _runtime(runtime_name)
+    cfg = RunConfig.model_validate({
+        "run_id": "it", "run_dir": str(tmp_path), "sandbox": {"runtime": runtime_name, **SANDBOX},
+        "episodes": {"tasks": [str(EXAMPLES)], "episodes_per_task": 1}, "rollout": {"progress": False}})
+    manifest = run_rollout_stage(cfg, in_process=True)
+    assert manifest is not None and manifest.counts["episodes"] == len(TASKS)
+    records = read_trajectories(str(tmp_path))
+    assert sorted(r.task_id for r in records) == sorted(t.id for t in TASKS)
     for rec in records:
         _check_beats_baseline(rec)
-    TrajectoryWriter(str(tmp_path)).write(records)
-    back = read_trajectories(str(tmp_path))
-    assert [r.episode_id for r in back] == [r.episode_id for r in records]
-    assert back[0].messages == records[0].messages
 
 
 def test_served_heuristic_drives_the_production_client(tmp_path: Path) -> None:

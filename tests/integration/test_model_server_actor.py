@@ -17,7 +17,7 @@ from engine.config import ModelConfig
 from engine.models import OpenAIChatModel
 from engine.models.routing import make_routed_model, rendezvous_order
 from engine.protocols import SampleKey, SamplingParams
-from engine.runner import load_tasks
+from engine.tasks.folder import load_tasks
 from engine.serving.launch import ServeConfig, ServerProcess, free_port, models_ready
 from engine.tasks.folder import describe
 

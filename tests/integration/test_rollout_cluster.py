@@ -29,17 +29,16 @@ import yaml
 from ray.cluster_utils import Cluster
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors.rollout import RolloutDriver
 from engine.artifacts import read_manifest
 from engine.rollout.grafana import dashboard_metric_names
-from engine.runner import load_tasks
+from engine.rollout.stage import RolloutStage
 from engine.trajectories.store import read_trajectories, shard_paths
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rollout_helpers  # noqa: E402
 from ray_head import WORKER_SPAN, cluster_pids, free_ports, head_ports, terminate  # noqa: E402
 from rollout_helpers import (  # noqa: E402
-    EXAMPLES, QUICK, PlaybookFactory, assert_exactly_once, raw_episode_ids, rollout_config)
+    EXAMPLES, QUICK, PlaybookFactory, assert_exactly_once, raw_episode_ids, ray_stage, rollout_config)
 
 ray.cloudpickle.register_pickle_by_value(rollout_helpers)
 pytestmark = [pytest.mark.timeout(600),
@@ -129,19 +128,19 @@ def _limiter_node() -> str | None:
     return alive[0]["Address"]["NodeID"] if len(alive) == 1 else None
 
 
-def _victim_node(cluster: Cluster, driver: RolloutDriver) -> tuple[object, object] | None:
+def _victim_node(cluster: Cluster, stage: RolloutStage) -> tuple[object, object] | None:
     """A worker node hosting a rollout worker with a lease in flight, and that worker's actor. Among such
     nodes, the one that also hosts the shared rate limiter if there is one: a node death takes whatever
     runs there, and the stage must survive the worst of it."""
     try:
-        busy = [job.worker.actor for job in list(driver.inflight.values())]
-    except RuntimeError:  # the driver thread changed the dict while we copied it
+        busy = [stage.pool.actors[job.worker.worker_id] for job in list(stage.inflight.values())]
+    except RuntimeError:  # the stage's thread changed the dict while we copied it
         return None
     by_id = {n.node_id: n for n in cluster.worker_nodes}
     found = {}
     for actor in busy:
         try:
-            node_id = ray.get(actor.info.remote(), timeout=30)["node_id"]
+            node_id = ray.get(actor.info.remote(), timeout=30)["node"]
         except (RayActorError, GetTimeoutError):
             continue
         if node_id in by_id:
@@ -157,7 +156,7 @@ def _restarted_node(actor, gone: str) -> str | None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            node_id = ray.get(actor.info.remote(), timeout=30)["node_id"]
+            node_id = ray.get(actor.info.remote(), timeout=30)["node"]
         except (RayActorError, GetTimeoutError):
             time.sleep(0.5)
             continue
@@ -169,6 +168,8 @@ def _restarted_node(actor, gone: str) -> str | None:
 
 def test_a_worker_node_dies_mid_run_and_nothing_is_lost_or_duplicated(tmp_path):
     temp_dir = f"/tmp/rn{time.time_ns() % 10**8}"
+    # Cluster.add_node records the head's address in Ray's default temp dir, which need not exist yet
+    Path(ray._private.utils.get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "num_gpus": 0, "temp_dir": temp_dir, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=2, num_gpus=2) for _ in range(2)]  # either one fits both workers
@@ -177,15 +178,14 @@ def test_a_worker_node_dies_mid_run_and_nothing_is_lost_or_duplicated(tmp_path):
     try:
         cfg = rollout_config(tmp_path / "node", n=4, gpu_workers=2, cpu_workers=0, cpus_per_worker=0.5,
                              lease_size=1)
-        driver = RolloutDriver(cfg, load_tasks(list(cfg.episodes.tasks)),
-                               model_factory=PlaybookFactory(["sleep 1", *QUICK]))
+        stage = ray_stage(cfg, model_factory=PlaybookFactory(["sleep 1", *QUICK]))
         out: dict = {}
-        thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+        thread = threading.Thread(target=lambda: out.setdefault("m", stage.run()))
         thread.start()
         removed = victim = None
         deadline = time.monotonic() + 300
         while removed is None and thread.is_alive() and time.monotonic() < deadline:
-            if shard_paths(cfg.run_dir) and (found := _victim_node(cluster, driver)) is not None:
+            if shard_paths(cfg.run_dir) and (found := _victim_node(cluster, stage)) is not None:
                 removed, victim = found
                 cluster.remove_node(removed)  # its raylet and workers go: the lease in flight is lost
             time.sleep(0.3)
@@ -195,8 +195,8 @@ def test_a_worker_node_dies_mid_run_and_nothing_is_lost_or_duplicated(tmp_path):
         assert not thread.is_alive() and out.get("m") is not None
         survivor = ({n.node_id for n in nodes} - {removed.node_id}).pop()
         assert restarted_on == survivor  # Ray restarted the worker on the node that is left
-        assert driver.stats["leases_lost"] >= 1
-        assert out["m"].counts["episodes"] == 8, (driver.stats, driver.scheduler.progress())
+        assert stage.stats["leases_lost"] >= 1
+        assert out["m"].counts["episodes"] == 8, (stage.stats, stage.scheduler.progress())
         assert_exactly_once(cfg)
     finally:
         ray.shutdown()
@@ -269,14 +269,12 @@ from pathlib import Path
 import ray, ray.cloudpickle
 import rollout_helpers
 from rollout_helpers import QUICK, PlaybookFactory, rollout_config
-from actors.rollout import RolloutDriver
-from engine.runner import load_tasks
+from engine.runner import run_rollout_stage
 
 ray.cloudpickle.register_pickle_by_value(rollout_helpers)
 cfg = rollout_config(Path({run_dir!r}), n=2, gpu_workers=2, cpu_workers=0, lease_size=1)
 factory = PlaybookFactory(["sleep 2", *QUICK], cost_per_call_usd=0.001, fail_once_marker={marker!r})
-ray.init(address={address!r}, log_to_driver=False)
-RolloutDriver(cfg, load_tasks(list(cfg.episodes.tasks)), model_factory=factory).run()
+run_rollout_stage(cfg, address={address!r}, model_factory=factory, progress=False)
 ray.shutdown()
 """
 

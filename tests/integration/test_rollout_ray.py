@@ -1,6 +1,7 @@
-"""The rollout stage on a local Ray cluster with 4 logical GPUs: GPU pinning, exactly-once storage under worker
-deaths (ray.kill mid-run, death between a shard's write and its acknowledgement, killed containers), resume,
-budget, cancel and the dry run's projection."""
+"""The rollout stage over Ray actors on a local Ray cluster with 4 logical GPUs: GPU pinning, exactly-once storage
+under worker deaths (ray.kill mid-run, death after k stored episodes of a lease, death between the last
+episode's write and the lease's acknowledgement, killed containers), resume, budget, cancel and the dry run's
+projection."""
 
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ import ray
 import ray.cloudpickle
 from moto.server import ThreadedMotoServer
 
-from actors.rollout import RolloutDriver, RolloutWorker
+from actors.rollout import RolloutWorker
 from engine.errors import EngineError
 from engine.rollout.control import request_cancel
-from engine.runner import load_tasks, run_rollout_stage
+from engine.runner import run_rollout_stage
 from engine.trajectories.store import read_trajectories, shard_paths
 
 sys.path.insert(0, str(Path(__file__).parent))
 import rollout_helpers  # noqa: E402
-from rollout_helpers import QUICK, DieAfterWrite, PlaybookFactory, assert_exactly_once, rollout_config  # noqa: E402
+from rollout_helpers import (  # noqa: E402
+    QUICK, DieAfterWrite, PlaybookFactory, assert_exactly_once, ray_stage, rollout_config, task_refs, written_twice)
 
 ray.cloudpickle.register_pickle_by_value(rollout_helpers)
 pytestmark = pytest.mark.timeout(600)
@@ -61,15 +63,13 @@ def ray_cluster():
 
 
 def _run(cfg, **kw):
-    tasks = load_tasks(list(cfg.episodes.tasks))
-    driver = RolloutDriver(cfg, tasks, **kw)
-    return driver, driver.run()
+    stage = ray_stage(cfg, **kw)
+    return stage, stage.run()
 
 
 def test_workers_own_distinct_gpus_unless_fractions_are_configured(tmp_path):
     cfg = rollout_config(tmp_path / "pin")
-    shared = ray.put((cfg, [str(t.root) for t in load_tasks(list(cfg.episodes.tasks))], None,
-                      PlaybookFactory(QUICK), None))
+    shared = ray.put((cfg, task_refs(cfg), None, PlaybookFactory(QUICK), None))
     whole = [RolloutWorker.options(num_gpus=1, num_cpus=0).remote(shared, f"g{i}", 1, 1.0) for i in range(4)]
     ids = [tuple(info["gpu_ids"]) for info in ray.get([w.info.remote() for w in whole])]
     assert all(len(i) == 1 for i in ids) and len(set(ids)) == 4
@@ -85,7 +85,7 @@ def test_workers_own_distinct_gpus_unless_fractions_are_configured(tmp_path):
 
 def test_sandboxes_see_their_workers_gpu(tmp_path):
     cfg = rollout_config(tmp_path / "cvd", gpu_workers=4, cpu_workers=0, lease_size=1)
-    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
+    _, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
     assert manifest is not None and manifest.counts["episodes"] == 8
     seen = set()
     for rec in read_trajectories(cfg.run_dir):
@@ -103,10 +103,10 @@ def test_sandboxes_see_their_workers_gpu(tmp_path):
 
 def test_rollouts_stream_into_s3_exactly_once_with_a_death_between_write_and_ack(tmp_path):
     cfg = rollout_config(f"s3://{BUCKET}/runs/s3run", n=2, gpu_workers=2, cpu_workers=0)
-    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
-                            after_write=DieAfterWrite(str(tmp_path / "died")))
+    stage, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
+                           after_write=DieAfterWrite(str(tmp_path / "died"), after=2))
     assert manifest is not None and manifest.counts["episodes"] == 4
-    assert driver.stats["leases_replayed"] == 1
+    assert stage.stats["episodes_replayed"] == 2  # both stored episodes acknowledged from the store
     assert_exactly_once(cfg)
     keys = [o["Key"] for o in boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).list_objects_v2(
         Bucket=BUCKET, Prefix="runs/s3run/rollouts/")["Contents"]]
@@ -116,33 +116,36 @@ def test_rollouts_stream_into_s3_exactly_once_with_a_death_between_write_and_ack
 def test_killed_workers_lose_nothing_and_duplicate_nothing(tmp_path):
     cfg = rollout_config(tmp_path / "kill", n=6, gpu_workers=2, cpu_workers=0,
                          max_steps=6)
-    tasks = load_tasks(list(cfg.episodes.tasks))
-    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(["sleep 1", *QUICK]))
+    stage = ray_stage(cfg, model_factory=PlaybookFactory(["sleep 1", *QUICK]))
     out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread = threading.Thread(target=lambda: out.setdefault("m", stage.run()))
     thread.start()
     killed = 0
     deadline = time.time() + 300
     while killed < 2 and thread.is_alive() and time.time() < deadline:
-        if len(shard_paths(cfg.run_dir)) > killed and driver.inflight:
-            victim = next(iter(driver.inflight.values())).worker
-            ray.kill(victim.actor, no_restart=False)  # mid-lease: its lease must go out again
+        busy = [job.worker.worker_id for job in list(stage.inflight.values())]
+        if len(shard_paths(cfg.run_dir)) > killed and busy:
+            ray.kill(stage.pool.actors[busy[0]], no_restart=False)  # mid-lease: its lease must go out again
             killed += 1
         time.sleep(0.5)
     thread.join(timeout=400)
     assert killed == 2 and out["m"] is not None
     # a kill can land just after a lease's result was returned (nothing lost), but not both of them here
-    assert driver.stats["leases_lost"] >= 1
+    assert stage.stats["leases_lost"] >= 1
     assert_exactly_once(cfg)
 
 
-def test_death_between_write_and_acknowledgement(tmp_path):
-    cfg = rollout_config(tmp_path / "ack", gpu_workers=2, cpu_workers=0)
-    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
-                            after_write=DieAfterWrite(str(tmp_path / "died")))
-    assert (tmp_path / "died").exists()  # the hook fired: a worker died holding a written shard
-    assert manifest is not None
-    assert driver.stats["leases_replayed"] == 1  # the next holder found the shard instead of re-running
+def test_a_worker_killed_after_k_episodes_of_a_lease_does_not_play_them_again(tmp_path):
+    cfg = rollout_config(tmp_path / "k", tasks=["wine-classification"], n=3, gpu_workers=1, cpu_workers=0,
+                         lease_size=3)
+    log = str(tmp_path / "written.log")
+    stage, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK),
+                           after_write=DieAfterWrite(str(tmp_path / "died"), after=2, log=log))
+    assert (tmp_path / "died").exists()  # the worker died holding a lease with 2 of its 3 episodes stored
+    assert manifest is not None and stage.stats["leases_lost"] == 1
+    assert stage.stats["episodes_replayed"] == 2  # the next holder found them in the store
+    assert not written_twice(log)  # and played only the third
+    assert len(Path(log).read_text().split()) == 3
     assert_exactly_once(cfg)
 
 
@@ -150,16 +153,16 @@ def test_resume_skips_stored_episodes(tmp_path):
     cfg = rollout_config(tmp_path / "resume", n=2, gpu_workers=2, cpu_workers=0)
     _run(cfg, model_factory=PlaybookFactory(QUICK))
     before = shard_paths(cfg.run_dir)
-    driver, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
-    assert shard_paths(cfg.run_dir) == before and driver.stats["leases"] == 0
+    stage, manifest = _run(cfg, model_factory=PlaybookFactory(QUICK))
+    assert shard_paths(cfg.run_dir) == before and stage.stats["leases"] == 0
     assert manifest.counts["episodes"] == 4
 
 
 def test_budget_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
     cfg = rollout_config(tmp_path / "budget", n=4, gpu_workers=1, cpu_workers=0, lease_size=1, budget_usd=0.05)
     factory = PlaybookFactory(QUICK, cost_per_call_usd=0.01)  # 3 calls an episode: the budget buys < 2 episodes
-    driver, manifest = _run(cfg, model_factory=factory)
-    assert manifest is None and driver.scheduler.stopping == "budget"
+    stage, manifest = _run(cfg, model_factory=factory)
+    assert manifest is None and stage.scheduler.stopping == "budget"
     stored = read_trajectories(cfg.run_dir)
     assert 1 <= len(stored) <= 2 and all(r.exit_status == "submitted" for r in stored)  # no budget-cut episode kept
     more = cfg.model_copy(update={"rollout": cfg.rollout.model_copy(update={"budget_usd": 10.0})})
@@ -170,23 +173,22 @@ def test_budget_stops_cleanly_and_a_larger_budget_resumes(tmp_path):
 
 def test_cancel_request_stops_the_stage(tmp_path):
     cfg = rollout_config(tmp_path / "cancel", n=6, gpu_workers=1, cpu_workers=0, lease_size=1)
-    tasks = load_tasks(list(cfg.episodes.tasks))
-    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(QUICK))
+    stage = ray_stage(cfg, model_factory=PlaybookFactory(QUICK))
     out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread = threading.Thread(target=lambda: out.setdefault("m", stage.run()))
     thread.start()
     while thread.is_alive() and not shard_paths(cfg.run_dir):
         time.sleep(0.2)
     request_cancel(cfg.run_dir, "test")
     thread.join(timeout=300)
-    assert out["m"] is None and driver.scheduler.stopping.startswith("cancel requested")
+    assert out["m"] is None and stage.scheduler.stopping.startswith("cancel requested")
     assert len(read_trajectories(cfg.run_dir)) < 12
     assert not (Path(cfg.run_dir) / "rollouts" / "manifest.json").exists()
 
 
 def test_dry_run_projects_cost_and_time(tmp_path):
     cfg = rollout_config(tmp_path / "dry", n=256, gpu_workers=2, cpu_workers=0, pilot_tasks=1, pilot_episodes=2)
-    projection = run_rollout_stage(cfg, dry_run=True, model_factory=PlaybookFactory(QUICK, cost_per_call_usd=0.5))
+    projection = run_rollout_stage(cfg, dry=True, model_factory=PlaybookFactory(QUICK, cost_per_call_usd=0.5))
     assert projection.pilot_episodes == 2 and projection.cost_per_episode_usd == pytest.approx(1.5)
     assert projection.projected_cost_usd == pytest.approx(1.5 * 2 * 256)
     assert projection.workers == 2 and projection.projected_hours > 0
@@ -205,10 +207,9 @@ def test_killed_containers_are_infra_errors_retried(tmp_path):
     # CPU workers: this Docker engine has no NVIDIA runtime, so GPU device requests cannot start here
     cfg = rollout_config(tmp_path / "dock", n=2, runtime="docker", gpu_workers=0, cpu_workers=2,
                          episodes_per_cpu_worker=1, lease_size=1)
-    tasks = load_tasks(list(cfg.episodes.tasks))
-    driver = RolloutDriver(cfg, tasks, model_factory=PlaybookFactory(["sleep 4", *QUICK]))
+    stage = ray_stage(cfg, model_factory=PlaybookFactory(["sleep 4", *QUICK]))
     out = {}
-    thread = threading.Thread(target=lambda: out.setdefault("m", driver.run()))
+    thread = threading.Thread(target=lambda: out.setdefault("m", stage.run()))
     thread.start()
     killed = []
     while thread.is_alive() and not killed:

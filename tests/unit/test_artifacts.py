@@ -13,6 +13,7 @@ from engine.artifacts import (
     atomic_write_bytes,
     begin_stage,
     check_resume,
+    describe_contents,
     read_json,
     read_manifest,
     resolve,
@@ -22,7 +23,7 @@ from engine.artifacts import (
 )
 from engine.config import RunConfig
 from engine.errors import ArtifactError
-from engine.records import SCHEMA_VERSION, Manifest
+from engine.records import MANIFEST_SCHEMA_VERSION as SCHEMA_VERSION, Manifest
 
 
 def _manifest(config_hash: str = "abc123", **kw) -> Manifest:
@@ -115,8 +116,8 @@ def test_check_resume_refuses_another_config_hash_from_manifest(tmp_path):
     write_manifest(stage, _manifest("aaaa"))
     with pytest.raises(ArtifactError) as info:
         check_resume(str(stage), "bbbb")
-    assert str(info.value) == (f"{stage}: written under config hash aaaa, this config is bbbb; "
-                               "pass --start-over or use a new run dir")
+    assert str(info.value) == (f"{stage}: written under config hash aaaa, this config is bbbb; put those settings "
+                               "back, use a new run dir, or pass --start-over to delete what the stage wrote")
 
 
 def test_check_resume_accepts_same_hash_and_returns_manifest(tmp_path):
@@ -138,12 +139,24 @@ def test_partial_directory_is_protected_by_stage_marker(tmp_path):
         begin_stage(stage, "rollouts", "bbbb")
 
 
-def test_start_over_wipes_the_directory(tmp_path):
+def test_a_refusal_names_the_settings_that_changed(tmp_path):
+    stage = tmp_path / "rollouts"
+    begin_stage(stage, "rollouts", "aaaa", inputs={"agent": {"max_steps": 6, "window_lines": 100}, "seed": 0})
+    with pytest.raises(ArtifactError) as info:
+        begin_stage(stage, "rollouts", "bbbb", inputs={"agent": {"max_steps": 50, "window_lines": 100}, "seed": 0})
+    assert "changed: agent.max_steps: 6 → 50;" in str(info.value)
+
+
+def test_start_over_says_what_it_deletes_then_wipes_the_directory(tmp_path, caplog):
     stage = tmp_path / "rollouts"
     write_manifest(stage, _manifest("aaaa"))
     (stage / "trajectories").mkdir()
     (stage / "trajectories" / "part-1.parquet").write_bytes(b"x")
-    assert begin_stage(stage, "rollouts", "bbbb", start_over=True) is None
+    assert describe_contents(stage) == f"2 files (0.0 MB) under {stage}, 1 trajectory shards, its manifest"
+    assert describe_contents(tmp_path / "nothing") is None
+    with caplog.at_level("WARNING"):
+        assert begin_stage(stage, "rollouts", "bbbb", start_over=True) is None
+    assert "1 trajectory shards" in caplog.text
     assert sorted(os.listdir(stage)) == ["stage.json"]
     assert json.loads((stage / "stage.json").read_text())["config_hash"] == "bbbb"
 

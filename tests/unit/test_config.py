@@ -52,13 +52,49 @@ def test_options_the_mode_ignores_are_refused() -> None:
         ModelConfig(provider="openai", name="gpt-5", replay_only=True)
 
 
-def test_config_hash_ignores_paths_but_not_settings() -> None:
+STAGES = ("synth", "rollouts", "eval")
+
+
+def _hashes(cfg: RunConfig) -> dict[str, str]:
+    return {s: cfg.stage_hash(s) for s in STAGES}
+
+
+def _changed(base: RunConfig, edit) -> set[str]:
+    """The stages whose resume key changes when `edit` is applied to a copy of `base`."""
+    other = RunConfig.model_validate(base.model_dump())
+    edit(other)
+    before, after = _hashes(base), _hashes(other)
+    return {s for s in STAGES if before[s] != after[s]}
+
+
+def test_stage_hashes_ignore_paths_ids_and_operations() -> None:
     a = RunConfig(run_id="a", run_dir="runs/a")
     b = RunConfig(run_id="b", run_dir="s3://bucket/b")
-    assert a.config_hash() == b.config_hash()
-    c = RunConfig(run_id="a", run_dir="runs/a")
-    c.agent.max_steps = 10
-    assert c.config_hash() != a.config_hash()
+    assert _hashes(a) == _hashes(b)
+    assert _changed(a, lambda c: setattr(c.model, "base_url", None) or setattr(c.model, "timeout_s", 5.0)) == set()
+    assert _changed(a, lambda c: setattr(c.rollout, "lease_size", 1)) == set()
+    assert _changed(a, lambda c: setattr(c.rollout, "budget_usd", 3.0)) == set()
+    assert _changed(a, lambda c: setattr(c.synth, "concurrency", 9)) == set()
+    assert _changed(a, lambda c: setattr(c.episodes, "episodes_per_task", 512)) == set()  # a target: resume adds
+
+
+def test_each_stage_hashes_only_what_changes_its_own_outputs() -> None:
+    base = RunConfig()
+    assert _changed(base, lambda c: setattr(c.synth, "max_iterations", 2)) == {"synth"}
+    assert _changed(base, lambda c: setattr(c.synth, "n_tasks", 3)) == {"synth"}
+    assert _changed(base, lambda c: setattr(c.agent, "max_steps", 10)) == {"rollouts", "eval"}
+    assert _changed(base, lambda c: setattr(c.rollout, "episode_timeout_s", 60.0)) == {"rollouts", "eval"}
+    assert _changed(base, lambda c: setattr(c.episodes, "seed", 7)) == {"rollouts"}
+    assert _changed(base, lambda c: setattr(c.model, "name", "gpt-5")) == {"rollouts"}
+    assert _changed(base, lambda c: setattr(c.eval, "baseline", "base")) == {"eval"}
+    assert _changed(base, lambda c: setattr(c.sandbox, "memory_mb", 2048)) == set(STAGES)
+    teacher = RunConfig.model_validate({"synth": {"source": "teacher"}, "model": {"provider": "openai"}})
+    assert _changed(teacher, lambda c: setattr(c.model, "name", "gpt-5")) == {"synth", "rollouts"}
+
+
+def test_unknown_stage_has_no_hash() -> None:
+    with pytest.raises(ConfigError, match="no resume key"):
+        RunConfig().stage_hash("nope")
 
 
 def test_heuristic_price_is_an_explicit_zero() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import RunConfig
 from engine.errors import ConfigError, TaskError
-from engine.runner import eval_suite
+from engine.evaluate.stage import eval_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "mlgym"

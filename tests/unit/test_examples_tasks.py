@@ -9,11 +9,20 @@ import pandas as pd
 import pytest
 
 from engine.agent.heuristic import HeuristicPlan
+from engine.synth.procedural.common import python_grader
 from engine.tasks.folder import describe, find_tasks, load_task
 from engine.tasks.mlgym import check_supported
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tasks"
 NAMES = ["diabetes-regression", "iterated-game-strategy", "wine-classification"]
+# The example game's parameters of the shared Python-submission grader template; its setup is its own.
+GAME_GRADER = dict(
+    task_id="iterated-game-strategy", summary="plays strategy.py against hidden opponents",
+    score_doc=("The score is the mean payoff per round over every match of the validation seeds and of the held-out "
+               "test seeds. Payoffs are 0..5, so the score is never negative."),
+    module_file="strategy.py", function="strategy", signature="strategy(history)", action="playing the strategy",
+    stdlib=["numbers", "random"],
+)
 
 
 def replace_lines(text: str, find: str, replace: str) -> str:
@@ -71,3 +80,13 @@ def test_heuristic_plan_applies_in_order_and_mistakes_apply_anywhere(name: str) 
     assert files["strategy.py" if name.startswith("iterated") else "baseline.py"] != (
         spec.workspace_dir / plan.moves[0].file
     ).read_text()
+
+
+def test_game_grader_is_the_shared_template_rendered() -> None:
+    """evaluate.py is prompts/graders/python_submission.j2 around the game's own setup, so the harness cannot drift."""
+    text = (EXAMPLES / "iterated-game-strategy" / "grader" / "evaluate.py").read_text()
+    head, tail = python_grader(**GAME_GRADER, setup="@SETUP@").split("@SETUP@")
+    setup = text[len(head) : len(text) - len(tail)] if text.startswith(head) and text.endswith(tail) else ""
+    assert "def play_match(" in setup and "def load_strategy(" not in setup
+    # on a failure, re-render the file: python_grader(**GAME_GRADER, setup=<its constants, opponents and score>)
+    assert text == python_grader(**GAME_GRADER, setup=setup)

@@ -79,6 +79,16 @@ def test_request_messages_are_copies():
     assert MSGS[0]["content"] == "hi"
 
 
+def test_reasoning_content_is_never_sent_back():
+    history = [{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "```\nls\n```", "reasoning_content": "look around first"},
+               {"role": "user", "content": "a.txt"}]
+    got = request_kwargs(cfg("Qwen/Qwen3-8B"), history, SamplingParams())
+    assert got["messages"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "```\nls\n```"},
+                               {"role": "user", "content": "a.txt"}]
+    assert history[1]["reasoning_content"] == "look around first"  # the caller's list is not changed
+
+
 @pytest.mark.parametrize(
     ("url", "local"),
     [

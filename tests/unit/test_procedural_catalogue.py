@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import doctest
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +14,11 @@ import yaml
 from engine.agent.heuristic import HeuristicPlan, _signature
 from engine.config import SynthConfig
 from engine.errors import ConfigError, TaskError
-from engine.synth.procedural import FAMILIES, ProceduralSource, build_task, select_families
-from engine.synth.procedural.common import Candidate, improving_chain, params_key
+from engine.synth.procedural import FAMILIES, ProceduralSource, build_task, common, select_families, tabular
+from engine.synth.procedural.common import Candidate, improving_chain, params_key, python_grader
 from engine.synth.procedural.matrix_games import MLGYM_ROW_PAYOFFS, is_mlgym_game, payoffs
+from engine.synth.procedural.tabular_supervised import CLASSIFICATION, REGRESSION
+from engine.tasks.artefact import parse_metrics, split_metrics
 from engine.tasks.folder import load_task, save_task
 
 FAST = ["matrix_games", "timeseries_forecasting"]  # families whose builds take well under a second
@@ -23,6 +28,26 @@ def test_six_families_with_domains() -> None:
     assert sorted(FAMILIES) == ["control", "digits_classification", "matrix_games", "tabular_classification",
                                 "tabular_regression", "timeseries_forecasting"]
     assert {f.domain for f in FAMILIES.values()} == {"tabular", "time-series", "vision", "rl", "game-theory"}
+
+
+def test_tabular_families_are_one_module_parametrised_by_kind() -> None:
+    assert (FAMILIES["tabular_classification"].task_type, FAMILIES["tabular_regression"].task_type) == (
+        "classification", "regression")
+    assert (CLASSIFICATION.target, CLASSIFICATION.metrics, REGRESSION.target, REGRESSION.metrics) == (
+        "label", ("accuracy", "macro_f1"), "target", ("rmse", "mae"))
+    # the grid's axes, in this order, fix which parameters a seed draws
+    assert list(REGRESSION.grid()) == ["dataset", "metric", "train_fraction", "noise_columns", "baseline", "constraint"]
+    assert FAMILIES["tabular_classification"].count() == 7 * 2 * 3 * 3 * 3 * 3
+    assert FAMILIES["tabular_regression"].count() == 10 * 2 * 3 * 3 * 3 * 3
+    assert FAMILIES["tabular_regression"].space(random.Random(0)) == {  # as before the two families were merged
+        "dataset": "macro_realinv", "metric": "mae", "train_fraction": 0.45, "noise_columns": 6, "baseline": "stump",
+        "constraint": "no_ensembles"}
+
+
+@pytest.mark.parametrize("module", [common, tabular], ids=lambda m: m.__name__)
+def test_docstring_examples(module) -> None:
+    result = doctest.testmod(module)
+    assert (result.failed, result.attempted > 0) == (0, True)
 
 
 def test_unknown_family_names_the_known_ones() -> None:
@@ -139,3 +164,32 @@ def test_built_parts_save_and_load(tmp_path: Path) -> None:
             for split in ("validation", "test"):
                 assert (spec.workspace_dir / "data" / f"{split}.csv").read_text().splitlines()[0] == "id,t,date"
                 assert (spec.grader_dir / f"labels_{split}.csv").read_text().splitlines()[0] == "id,value"
+
+
+TOY_GRADER = dict(task_id="toy", summary="sums act over the seeds", score_doc="The score is the sum.",
+                  module_file="policy.py", function="act", signature="act(seed)", action="running the policy",
+                  setup="VALIDATION_SEEDS, TEST_SEEDS = [1, 2], [10]\n\n\ndef score(act, seeds):\n"
+                        "    return float(sum(act(s) for s in seeds))\n")
+
+
+@pytest.mark.parametrize(("policy", "rc", "out"), [
+    ("print('noise')\ndef act(seed):\n    print('chatter')\n    return 2 * seed\n", 0,
+     {"validation": {"score": 6.0}, "test": {"score": 20.0}}),
+    (None, 1, "submission rejected: policy.py not found"),
+    ("raise RuntimeError('boom')\n", 1, "submission rejected: importing policy.py raised RuntimeError: boom"),
+    ("def policy(seed):\n    return 0\n", 1, "submission rejected: policy.py defines no function act(seed)"),
+    ("def act(seed):\n    return 1 / 0\n", 1,
+     "submission rejected: running the policy raised ZeroDivisionError: division by zero"),
+])  # fmt: skip
+def test_python_grader_prints_only_the_metrics_or_rejects(policy: str | None, rc: int, out, tmp_path: Path) -> None:
+    (tmp_path / "evaluate.py").write_text(python_grader(**TOY_GRADER))
+    if policy is not None:
+        (tmp_path / "policy.py").write_text(policy)
+    run = subprocess.run([sys.executable, "evaluate.py"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert run.returncode == rc, run.stderr
+    if rc == 0:  # what the submission prints never reaches the grader's output
+        assert (run.stdout.count("\n"), run.stderr) == (1, "")
+        assert split_metrics(parse_metrics("PythonSubmissionTasks", run.stdout), "separate", "score") == (
+            out["validation"], out["test"])
+    else:
+        assert (run.stdout, run.stderr.strip()) == ("", out)

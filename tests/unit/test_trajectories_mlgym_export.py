@@ -14,7 +14,7 @@ def record(episode_id: str, seed: int, model: str = "Qwen/Qwen3-8B", task_id: st
     steps = [
         StepRecord(step=0, response="DISCUSSION\nLook.\n```\nopen \"train.py\"\n```", thought="Look.",
                    action='open "train.py"', observation="[File: train.py (3 lines total)]", open_file="train.py",
-                   working_dir="/home/agent/workspace", execution_time_s=0.25),
+                   working_dir="/home/agent/workspace", execution_time_s=0.25, reasoning="Read the code first."),
         StepRecord(step=1, response="DISCUSSION\nCheck.\n```\nvalidate\n```", thought="Check.", action="validate",
                    observation="Your code produced a valid submission", open_file=None,
                    working_dir="/home/agent/workspace", execution_time_s=4.5),
@@ -29,7 +29,7 @@ def record(episode_id: str, seed: int, model: str = "Qwen/Qwen3-8B", task_id: st
     messages = [
         {"role": "system", "content": "You are an agent."},
         {"role": "user", "content": "Task: classify irises."},
-        {"role": "assistant", "content": steps[0].response},
+        {"role": "assistant", "content": steps[0].response, "reasoning_content": "Read the code first."},
         {"role": "user", "content": "[File: train.py (3 lines total)]"},
         {"role": "assistant", "content": steps[1].response},
         {"role": "user", "content": "Your code produced a valid submission"},
@@ -62,7 +62,7 @@ def test_traj_document_keys_and_values():
                           "agent": "primary", "thought": "Look.", "action": 'open "train.py"'}
     assert history[4]["action"] == "validate" and history[4]["thought"] == "Check."
     assert [set(m) for m in history] == [{"role", "content", "agent"}] * 2 + [
-        {"role", "content", "agent", "thought", "action"}, {"role", "content", "agent"}] * 2
+        {"role", "content", "agent", "thought", "action"}, {"role", "content", "agent"}] * 2  # no reasoning_content
     info = doc["info"]
     assert set(info) == {"model_stats", "exit_status", "submission", "score", "synthscale"}
     assert info["model_stats"] == {"total_cost": 0.0125, "instance_cost": 0.0125, "tokens_sent": 1000,

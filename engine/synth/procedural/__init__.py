@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.config import SynthConfig
 from engine.errors import ConfigError, TaskError
-from engine.synth.procedural import (control, digits_classification, matrix_games, tabular_classification,
-                                     tabular_regression, timeseries_forecasting)
+from engine.synth.procedural import (control, digits_classification, matrix_games, tabular_supervised,
+                                     timeseries_forecasting)
 from engine.synth.procedural.common import Family, Params, check_mlgym_free, params_key
 from engine.synth.records import ProposalRecord, Provenance, TopicRecord
 from engine.tasks.folder import TaskParts
@@ -28,7 +28,7 @@ from engine.tasks.folder import TaskParts
 log = logging.getLogger(__name__)
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    tabular_classification.FAMILY, tabular_regression.FAMILY, timeseries_forecasting.FAMILY,
+    tabular_supervised.CLASSIFICATION_FAMILY, tabular_supervised.REGRESSION_FAMILY, timeseries_forecasting.FAMILY,
     digits_classification.FAMILY, control.FAMILY, matrix_games.FAMILY)}
 MAX_TRIES_PER_TASK = 60
 
@@ -104,7 +104,7 @@ def _family_rng(seed: int, family: str) -> random.Random:
 
 
 class ProceduralSource:
-    """TaskSource over the procedural catalogue: deterministic, distinct draws, round-robin across families."""
+    """The procedural catalogue as a source of proposals: deterministic, distinct draws, round-robin across families."""
 
     def __init__(self, cfg: SynthConfig):
         self.cfg = cfg
@@ -138,5 +138,5 @@ class ProceduralSource:
                         "draw fewer tasks or add parameters to the family")
 
     def proposals(self, n: int) -> list[ProposalRecord]:
-        """TaskSource: the proposals of `draw(n, cfg.seed)`."""
+        """The proposals of `draw(n, cfg.seed)`."""
         return [t.proposal for t in self.draw(n, self.cfg.seed)]

@@ -1,4 +1,5 @@
-"""Shared pieces of the procedural families: ids, the Family record, task.yaml/heuristic.yaml writing, move chains."""
+"""Shared pieces of the procedural families: ids, the Family record, task.yaml/heuristic.yaml writing, move chains,
+and the evaluate.py of Python-submission tasks (rendered from prompts/graders/python_submission.j2)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from engine.errors import TaskError
+from engine.prompting import render
 from engine.tasks.folder import TaskParts, dump_yaml
 from engine.tasks.spec import DatasetConfig, TaskConfig
 
@@ -135,6 +138,32 @@ def task_config(tid: str, name: str, description: str, *, metric: str, direction
         requirements=requirements or [], submission_path=submission, sample_submission=sample_submission,
         grading="separate",
     )
+
+
+def python_grader(*, task_id: str, summary: str, score_doc: str, module_file: str, function: str, signature: str,
+                  action: str, setup: str, constants: dict[str, Any] | None = None, stdlib: Sequence[str] = (),
+                  third_party: Sequence[str] = ()) -> str:
+    r"""evaluate.py of a Python-submission task: the task's `setup` inside the one shared harness, which loads
+    `module_file`, scores its `function` and prints `{"validation": {"score": …}, "test": {"score": …}}`.
+
+    `constants` (name -> value, written as `NAME = repr(value)`) and `setup` must together define
+    VALIDATION_SEEDS, TEST_SEEDS and `score(function, seeds) -> float`; what the submission raises while scored is
+    reported as "<action> raised …". The grader stays standalone (the grader sandbox has no synthscale): `stdlib`
+    and `third_party` name what `setup` imports.
+
+    >>> src = python_grader(task_id="t", summary="sums the seeds", score_doc="The score is a sum.",
+    ...                     module_file="policy.py", function="act", signature="act(seed)", action="running act",
+    ...                     constants={"VALIDATION_SEEDS": range(2), "TEST_SEEDS": [5]},
+    ...                     setup="def score(act, seeds):\n    return float(sum(map(act, seeds)))")
+    >>> "VALIDATION_SEEDS = range(0, 2)\nTEST_SEEDS = [5]\n\n\ndef score(act, seeds):" in src
+    True
+    >>> "act = load_policy()" in src and '"validation": {"score": score(act, VALIDATION_SEEDS)}' in src
+    True
+    """
+    return render("graders/python_submission.j2", task_id=task_id, summary=summary, score_doc=score_doc,
+                  module_file=module_file, stem=Path(module_file).stem, function=function, signature=signature,
+                  action=action, setup=setup.strip("\n"), stdlib=list(stdlib), third_party=list(third_party),
+                  constants={name: repr(value) for name, value in (constants or {}).items()})
 
 
 def local_dataset(name: str, description: str) -> DatasetConfig:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import numpy as np
 
 from engine.errors import TaskError
 from engine.synth.procedural.common import (Candidate, Family, Params, better, check_mlgym_free, heuristic_yaml,
-                                            improving_chain, task_config, task_id)
+                                            improving_chain, python_grader, task_config, task_id)
 from engine.tasks.folder import TaskParts
 
 NAME = "control"
@@ -129,69 +130,6 @@ def score(act, seeds):
     return max(0.0, MAX_STEPS + mean)
 '''
 
-GRADER = '''"""Grader for {tid}: runs policy.py in {env} with validation and held-out seeds; prints the metrics JSON.
-
-Usage: python evaluate.py   (policy.py in the working directory)
-Prints {{"validation": {{"score": ...}}, "test": {{"score": ...}}}}; score is {score_text}.
-"""
-
-import contextlib
-import importlib.util
-import io
-import json
-import random
-import sys
-from pathlib import Path
-
-import gymnasium as gym
-import numpy as np
-
-ENV_ID = {env!r}
-MAX_STEPS = {max_steps}
-N_ACTIONS = {n_actions}
-NOISE_LEVEL = {noise}
-NOISE_UNIT = {unit!r}
-PHYSICS = {physics!r}
-PENDULUM_MAX_COST = {pmax!r}
-VALIDATION_SEEDS = {val_seeds!r}
-TEST_SEEDS = {test_seeds!r}
-{sim}
-
-def fail(message):
-    print(f"submission rejected: {{message}}", file=sys.__stderr__)
-    sys.exit(1)
-
-
-def load_policy():
-    path = Path.cwd() / "policy.py"
-    if not path.is_file():
-        fail("policy.py not found")
-    spec = importlib.util.spec_from_file_location("submitted_policy", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # the submission's own error
-        fail(f"importing policy.py raised {{type(e).__name__}}: {{e}}")
-    if not callable(getattr(module, "act", None)):
-        fail("policy.py defines no function act(observation)")
-    return module.act
-
-
-def main():
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        act = load_policy()
-        try:
-            result = {{"validation": {{"score": score(act, VALIDATION_SEEDS)}},
-                      "test": {{"score": score(act, TEST_SEEDS)}}}}
-        except Exception as e:  # the policy's own error, reported to the agent
-            fail(f"running the policy raised {{type(e).__name__}}: {{e}}")
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
-'''
-
 POLICY = '''"""Your policy for {env}. Edit `act`; keep its name and signature."""
 
 import math
@@ -222,12 +160,21 @@ def count() -> int:
     return total
 
 
-def _scorer(params: Params, n_actions: int):
+def _constants(params: Params) -> dict[str, Any]:
+    """The grader's task constants, which SIM_SRC reads (the in-process scorer uses the same ones)."""
+    episodes, first = params["episodes"], 1000
+    return {"ENV_ID": params["env"], "MAX_STEPS": params["max_steps"],
+            "N_ACTIONS": {"CartPole-v1": 2, "Pendulum-v1": 0}.get(params["env"], 3),
+            "NOISE_LEVEL": params["noise_level"], "NOISE_UNIT": ENVS[params["env"]]["unit"],
+            "PHYSICS": params["physics"], "PENDULUM_MAX_COST": PENDULUM_MAX_COST,
+            "VALIDATION_SEEDS": list(range(first, first + episodes)),
+            "TEST_SEEDS": list(range(first + 500, first + 500 + episodes))}
+
+
+def _scorer(params: Params, constants: dict[str, Any]):
     import gymnasium as gym
 
-    ns = {"gym": gym, "np": np, "random": random, "ENV_ID": params["env"], "MAX_STEPS": params["max_steps"],
-          "N_ACTIONS": n_actions, "NOISE_LEVEL": params["noise_level"], "NOISE_UNIT": ENVS[params["env"]]["unit"],
-          "PENDULUM_MAX_COST": PENDULUM_MAX_COST, "PHYSICS": params["physics"]}
+    ns = {"gym": gym, "np": np, "random": random, **constants}
     exec(SIM_SRC, ns)  # noqa: S102 - our own constant source, shared verbatim with the grader
 
     def score(block: str, seeds: list[int]) -> float:
@@ -244,11 +191,9 @@ def build(params: Params) -> TaskParts:
     if env not in ENVS:
         raise TaskError(f"control env {env!r} is not in the catalogue; use one of {sorted(ENVS)}")
     info = ENVS[env]
-    n_actions = {"CartPole-v1": 2, "Pendulum-v1": 0}.get(env, 3)
-    first = 1000
-    val_seeds = list(range(first, first + params["episodes"]))
-    test_seeds = list(range(first + 500, first + 500 + params["episodes"]))
-    score = _scorer(params, n_actions)
+    constants = _constants(params)
+    val_seeds, test_seeds = constants["VALIDATION_SEEDS"], constants["TEST_SEEDS"]
+    score = _scorer(params, constants)
     base_block, sample_block = _block(info["baseline"][1]), _block(info["sample"][1])
     base = Candidate(info["baseline"][0], base_block, score(base_block, val_seeds))
     if not better(score(base_block, test_seeds), score(sample_block, test_seeds), "max"):
@@ -271,9 +216,11 @@ def build(params: Params) -> TaskParts:
         f"SUBMISSION FORMAT: the edited policy.py, keeping the function name and signature. The score is "
         f"{info['score']}. `validate` reports it over {params['episodes']} episodes with validation seeds; the final "
         f"score is over {params['episodes']} episodes with held-out seeds. Higher is better.\n")
-    grader = GRADER.format(tid=tid, env=env, score_text=info["score"], max_steps=params["max_steps"],
-                           n_actions=n_actions, noise=params["noise_level"], unit=info["unit"], pmax=PENDULUM_MAX_COST,
-                           val_seeds=val_seeds, test_seeds=test_seeds, sim=SIM_SRC, physics=params["physics"])
+    grader = python_grader(task_id=tid, summary=f"runs policy.py in {env} with validation and held-out seeds",
+                           score_doc=f"The score is {info['score']}.", module_file="policy.py", function="act",
+                           signature="act(observation)", action="running the policy", constants=constants,
+                           setup=SIM_SRC, stdlib=["random"],
+                           third_party=["import gymnasium as gym", "import numpy as np"])
     smoke = 'python -c "import numpy as np; from policy import act; print(act(np.zeros(%d)))"' % len(info["unit"])
     mistakes = [{"file": "policy.py", "find": "import math", "replace": "import maths",
                  "note": "Import the math helpers."},

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from engine.synth.procedural.common import Family, Params, grid_count, grid_space, rng_for, task_id
-from engine.synth.procedural.tabular import CONSTRAINTS, CsvTask, build_csv_task, csv_description, split_frame
+from engine.synth.procedural.tabular import (CONSTRAINTS, CsvTask, build_csv_task, csv_description, sklearn_model,
+                                             split_frame)
 from engine.tasks.folder import TaskParts
 
 NAME = "digits_classification"
@@ -21,22 +22,17 @@ TRAIN_SIZES = (60, 150, 400)
 NOISE_LEVELS = (0.0, 2.0, 4.0)
 METRICS = ("accuracy", "macro_f1")
 BASELINES = {
-    "tree": (["from sklearn.tree import DecisionTreeClassifier"], "DecisionTreeClassifier(max_depth=3, random_state=0)",
-             "a depth-3 decision tree"),
-    "nearest_centroid": (["from sklearn.neighbors import NearestCentroid"], "NearestCentroid(shrink_threshold=6.0)",
-                         "a heavily shrunk nearest-centroid classifier"),
+    "tree": sklearn_model("tree.DecisionTreeClassifier", "max_depth=3, random_state=0", "a depth-3 decision tree"),
+    "nearest_centroid": sklearn_model("neighbors.NearestCentroid", "shrink_threshold=6.0",
+                                      "a heavily shrunk nearest-centroid classifier"),
 }
 CANDIDATES = [
-    (["from sklearn.tree import DecisionTreeClassifier"], "DecisionTreeClassifier(max_depth=8, random_state=0)",
-     "a depth-8 decision tree"),
-    (["from sklearn.neighbors import KNeighborsClassifier"], "KNeighborsClassifier(n_neighbors=3)",
-     "3-nearest neighbours on the pixels"),
-    (["from sklearn.linear_model import LogisticRegression", "from sklearn.pipeline import make_pipeline",
-      "from sklearn.preprocessing import StandardScaler"],
-     "make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))", "a regularized logistic regression"),
-    (["from sklearn.svm import SVC"], "SVC(C=10.0, gamma=0.001)", "an RBF support-vector machine"),
-    (["from sklearn.ensemble import RandomForestClassifier"], "RandomForestClassifier(n_estimators=200, random_state=0)",
-     "a random forest"),
+    sklearn_model("tree.DecisionTreeClassifier", "max_depth=8, random_state=0", "a depth-8 decision tree"),
+    sklearn_model("neighbors.KNeighborsClassifier", "n_neighbors=3", "3-nearest neighbours on the pixels"),
+    sklearn_model("linear_model.LogisticRegression", "C=0.1, max_iter=3000", "a regularized logistic regression",
+                  scaled=True),
+    sklearn_model("svm.SVC", "C=10.0, gamma=0.001", "an RBF support-vector machine"),
+    sklearn_model("ensemble.RandomForestClassifier", "n_estimators=200, random_state=0", "a random forest"),
 ]
 GRID = {"classes": sorted(CLASS_SETS), "train_size": TRAIN_SIZES, "noise": NOISE_LEVELS, "metric": METRICS,
         "baseline": sorted(BASELINES), "constraint": sorted(CONSTRAINTS)}

@@ -7,10 +7,11 @@ import hashlib
 import itertools
 import math
 import random
+from typing import Any
 
 from engine.errors import TaskError
 from engine.synth.procedural.common import (Candidate, Family, Params, better, heuristic_yaml, improving_chain,
-                                            task_config, task_id)
+                                            python_grader, task_config, task_id)
 from engine.tasks.folder import TaskParts
 
 NAME = "matrix_games"
@@ -173,65 +174,7 @@ def score(strategy, seeds):
     return total / rounds
 '''
 
-GRADER = '''"""Grader for {tid}: plays strategy.py against a hidden opponent pool; prints the metrics JSON.
-
-Usage: python evaluate.py   (strategy.py in the working directory)
-Prints {{"validation": {{"score": ...}}, "test": {{"score": ...}}}}: the mean payoff per round over every match of the
-validation seeds and of the held-out seeds. Payoffs are non-negative, so the score is never negative.
-"""
-
-import contextlib
-import importlib.util
-import io
-import json
-import random
-import sys
-from pathlib import Path
-
-N = {n}
-MINE = {mine!r}
-THEIRS = {theirs!r}
-OPPONENTS = {opponents!r}
-ROUNDS = {rounds!r}
-TREMBLE = {tremble!r}
-VALIDATION_SEEDS = range(8)
-TEST_SEEDS = range(100, 116)
-{sim}
-
-def fail(message):
-    print(f"submission rejected: {{message}}", file=sys.__stderr__)
-    sys.exit(1)
-
-
-def load_strategy():
-    path = Path.cwd() / "strategy.py"
-    if not path.is_file():
-        fail("strategy.py not found")
-    spec = importlib.util.spec_from_file_location("submitted_strategy", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # the submission's own error
-        fail(f"importing strategy.py raised {{type(e).__name__}}: {{e}}")
-    if not callable(getattr(module, "strategy", None)):
-        fail("strategy.py defines no function strategy(history)")
-    return module.strategy
-
-
-def main():
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        strategy = load_strategy()
-        try:
-            result = {{"validation": {{"score": score(strategy, VALIDATION_SEEDS)}},
-                      "test": {{"score": score(strategy, TEST_SEEDS)}}}}
-        except Exception as e:  # the strategy's own error
-            fail(f"playing the strategy raised {{type(e).__name__}}: {{e}}")
-    print(json.dumps(result))
-
-
-if __name__ == "__main__":
-    main()
-'''
+VALIDATION_SEEDS, TEST_SEEDS = range(8), range(100, 116)
 
 STRATEGY = '''"""Your strategy for the iterated game. Edit `strategy`; keep its name and signature."""
 
@@ -272,14 +215,21 @@ CANDIDATES = [
 ]
 
 
-def _scorer(params: Params, mine: list[list[int]], theirs: list[list[int]]):
-    ns = {"random": random, "N": len(mine), "MINE": mine, "THEIRS": theirs, "OPPONENTS": params["opponents"],
-          "ROUNDS": tuple(params["rounds"]), "TREMBLE": params["tremble"]}
+def _constants(params: Params, mine: list[list[int]], theirs: list[list[int]]) -> dict[str, Any]:
+    """The grader's game constants, which SIM_SRC reads (the in-process scorer uses the same ones)."""
+    return {"N": len(mine), "MINE": mine, "THEIRS": theirs, "OPPONENTS": params["opponents"],
+            "ROUNDS": tuple(params["rounds"]), "TREMBLE": params["tremble"], "VALIDATION_SEEDS": VALIDATION_SEEDS,
+            "TEST_SEEDS": TEST_SEEDS}
+
+
+def _scorer(constants: dict[str, Any]):
+    ns = {"random": random, **constants}
     exec(SIM_SRC, ns)  # noqa: S102 - our own constant source, shared verbatim with the grader
 
     def score(block: str, seeds: range) -> float:
         mod: dict = {}
-        exec(STRATEGY.format(mine=mine, theirs=theirs, n=len(mine), block=block), mod)  # noqa: S102 - our own code
+        source = STRATEGY.format(mine=ns["MINE"], theirs=ns["THEIRS"], n=ns["N"], block=block)
+        exec(source, mod)  # noqa: S102 - our own candidate code
         return ns["score"](mod["strategy"], seeds)
 
     return score
@@ -312,8 +262,9 @@ def build(params: Params) -> TaskParts:
         raise TaskError(f"matrix game {kind} {v}: not a valid catalogue game (MLGym's payoffs are excluded)")
     mine, theirs = payoffs(kind, v)
     n = len(mine)
-    score = _scorer(params, mine, theirs)
-    val, test = range(8), range(100, 116)
+    constants = _constants(params, mine, theirs)
+    score = _scorer(constants)
+    val, test = VALIDATION_SEEDS, TEST_SEEDS
     trivial = sorted(((score(_HEAD + b, test), label, _HEAD + b) for label, b in TRIVIAL if f"return {n}" not in b),
                      key=lambda x: x[0])
     sample, base_t = trivial[0], next((t for t in trivial[1:] if better(t[0], trivial[0][0], "max")), None)
@@ -338,8 +289,12 @@ def build(params: Params) -> TaskParts:
         "SUBMISSION FORMAT: the edited strategy.py, keeping the function name and signature. `validate` reports the "
         "mean payoff per round over matches with validation seeds; the final score is the mean payoff per round over "
         f"matches with held-out seeds. Higher is better (the score lies between 0 and {max(map(max, mine))}).\n")
-    grader = GRADER.format(tid=tid, n=n, mine=mine, theirs=theirs, opponents=params["opponents"],
-                           rounds=tuple(params["rounds"]), tremble=params["tremble"], sim=SIM_SRC)
+    grader = python_grader(task_id=tid, summary="plays strategy.py against a hidden opponent pool",
+                           score_doc="The score is the mean payoff per round over every match of the validation "
+                                     "seeds and of the held-out seeds. Payoffs are non-negative, so the score is never "
+                                     "negative.",
+                           module_file="strategy.py", function="strategy", signature="strategy(history)",
+                           action="playing the strategy", constants=constants, setup=SIM_SRC, stdlib=["random"])
     smoke = ('python -c "from strategy import strategy; a = strategy([]); b = strategy([(0, 1)] * 30); '
              'print(a, b)"')
     mistakes = [{"file": "strategy.py", "find": "import random", "replace": "import randoms",

@@ -1,4 +1,5 @@
-"""CSV-task builder shared by the tabular and digits families: splits a frame, writes baseline, grader and moves."""
+"""CSV-task builder shared by the tabular and digits families: splits a frame, writes baseline, grader and moves
+(the time-series family reuses its grader and metrics)."""
 
 from __future__ import annotations
 
@@ -132,8 +133,27 @@ print(f"wrote submission.csv: {{len(submission)}} rows")
 '''
 
 
-SCALED = ["from sklearn.pipeline import make_pipeline", "from sklearn.preprocessing import StandardScaler"]
-"""Imports of a model block that standardises its inputs first (`make_pipeline(StandardScaler(), …)`)."""
+Model = tuple[list[str], str, str]
+"""A model choice: its sklearn imports, the `make_model()` expression, and what the agent reads about it."""
+
+_SCALED = ["from sklearn.pipeline import make_pipeline", "from sklearn.preprocessing import StandardScaler"]
+
+
+def sklearn_model(cls: str, args: str, label: str, *, scaled: bool = False) -> Model:
+    """A Model from a class path under `sklearn.`, its constructor arguments, and its label.
+
+    >>> imports, expr, _ = sklearn_model("neighbors.KNeighborsRegressor", "n_neighbors=10", "10-NN", scaled=True)
+    >>> imports[0]
+    'from sklearn.neighbors import KNeighborsRegressor'
+    >>> expr
+    'make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=10))'
+    """
+    module, name = cls.rsplit(".", 1)
+    expr = f"{name}({args})"
+    if scaled:
+        return [f"from sklearn.{module} import {name}", *_SCALED], f"make_pipeline(StandardScaler(), {expr})", label
+    return [f"from sklearn.{module} import {name}"], expr, label
+
 
 _ENSEMBLES = ("Forest", "Boosting", "ExtraTrees", "Bagging", "Stacking", "Voting")
 # name -> (the constraint as the agent reads it, which candidate expressions respect it)
@@ -239,8 +259,8 @@ class CsvTask:
     classes: list[int] | None
     metric: str
     split: Split
-    baseline: tuple[list[str], str, str]  # imports, expression, label
-    candidates: list[tuple[list[str], str, str]]
+    baseline: Model
+    candidates: list[Model]
     what: str = "model"
     constraint: str = "none"
 

@@ -1,8 +1,9 @@
 """Grader for iterated-game-strategy: plays strategy.py against hidden opponents; prints the metrics JSON.
 
 Usage: python evaluate.py   (strategy.py in the working directory)
-Prints {"validation": {"score": ...}, "test": {"score": ...}}: the mean payoff per round over every match of the
-validation seeds and of the held-out test seeds. Payoffs are 0..5, so the score is never negative.
+Prints {"validation": {"score": ...}, "test": {"score": ...}}, or exits 1 with a message when the submission fails.
+The score is the mean payoff per round over every match of the validation seeds and of the held-out test seeds.
+Payoffs are 0..5, so the score is never negative.
 """
 
 import contextlib
@@ -81,26 +82,6 @@ OPPONENTS = [always_hare, mostly_hare, random_30, suspicious_copycat, cautious, 
              win_stay_lose_shift, noisy_copycat, majority, moody]  # fmt: skip
 
 
-def fail(message: str) -> None:
-    print(f"submission rejected: {message}", file=sys.__stderr__)
-    sys.exit(1)
-
-
-def load_strategy():
-    path = Path.cwd() / "strategy.py"
-    if not path.is_file():
-        fail("strategy.py not found")
-    spec = importlib.util.spec_from_file_location("submitted_strategy", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # the submission's own error, reported to the agent
-        fail(f"importing strategy.py raised {type(e).__name__}: {e}")
-    if not callable(getattr(module, "strategy", None)):
-        fail("strategy.py defines no function strategy(history)")
-    return module.strategy
-
-
 def play_match(strategy, opponent, index: int, seed: int) -> tuple[int, int]:
     rng = random.Random(seed * 1000 + index)
     random.seed(seed * 1000 + index)  # a strategy that uses `random` is reproducible too
@@ -127,11 +108,37 @@ def score(strategy, seeds) -> float:
     return total / rounds
 
 
-def main() -> None:
-    # Whatever the strategy prints is dropped: the grader's output must be the metrics JSON alone.
+# The harness below is rendered from prompts/graders/python_submission.j2 for every Python-submission grader;
+# change it there.
+def fail(message):
+    print(f"submission rejected: {message}", file=sys.__stderr__)
+    sys.exit(1)
+
+
+def load_strategy():
+    path = Path.cwd() / "strategy.py"
+    if not path.is_file():
+        fail("strategy.py not found")
+    spec = importlib.util.spec_from_file_location("submitted_strategy", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the submission's own error, reported to the agent
+        fail(f"importing strategy.py raised {type(e).__name__}: {e}")
+    if not callable(getattr(module, "strategy", None)):
+        fail("strategy.py defines no function strategy(history)")
+    return module.strategy
+
+
+def main():
+    # Whatever the submission prints is dropped: the grader's output must be the metrics JSON alone.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         strategy = load_strategy()
-        result = {"validation": {"score": score(strategy, VALIDATION_SEEDS)}, "test": {"score": score(strategy, TEST_SEEDS)}}
+        try:
+            result = {"validation": {"score": score(strategy, VALIDATION_SEEDS)},
+                      "test": {"score": score(strategy, TEST_SEEDS)}}
+        except Exception as e:  # the submission's own error, reported to the agent
+            fail(f"playing the strategy raised {type(e).__name__}: {e}")
     print(json.dumps(result))
 
 

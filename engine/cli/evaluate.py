@@ -1,5 +1,5 @@
-"""Evaluation commands of the `synthscale` CLI: `aup` reads a score table CSV and a directions JSON and
-prints AUP; `eval-report` reads EVAL_DIR/scores.parquet and writes the report beside it."""
+"""Evaluation commands of the `synthscale` CLI: `eval` runs the evaluation stage; `aup` reads a score table CSV and
+a directions JSON and prints AUP; `eval-report` reads EVAL_DIR/scores.parquet and writes the report beside it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ from typing import Optional
 
 import typer
 
+from engine.artifacts import run_path
+from engine.cli.common import confirm_start_over, fail, overrides, resolve_config
 from engine.errors import ConfigError, EngineError
-
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _read_directions(path: Path) -> dict[str, str]:
@@ -60,7 +57,7 @@ def aup_command(
     try:
         result = compute_aup(_read_scores(scores), _read_directions(directions), baseline, tau_max)
     except EngineError as e:
-        _fail(e)
+        fail(e)
     methods = result.attrs["methods"]
     typer.echo(f"AUP over {len(methods)} methods: {', '.join(methods)} (τ axis 0 to {result.attrs['tau_max']:g})")
     width = max(len(m) for m in methods)
@@ -83,7 +80,7 @@ def eval_report_command(
     try:
         report = build_report(read_scores(eval_dir), eval_dir, baseline=baseline, n_resamples=resamples, seed=seed)
     except EngineError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"{report.title}\n{report.aup[['best_attempt', 'best_submission']].to_string(float_format='%.4f')}")
     for r in report.relative:
         typer.echo(r.describe())
@@ -94,22 +91,26 @@ def eval_command(
     config: Path = typer.Option(..., help="RunConfig YAML with an `eval` section (methods, tasks, runs_per_task)."),
     run: Optional[str] = typer.Option(None, "--run", help="Run directory (path or s3://…); overrides run_dir."),
     address: Optional[str] = typer.Option(None, help="Ray cluster (auto, ray://HEAD:10001); omitted: a local one."),
+    in_process: bool = typer.Option(False, "--in-process", help="No Ray: rollout workers and model servers on "
+                                                                 "this machine."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Runs per task (eval.runs_per_task)."),
-    start_over: bool = typer.Option(False, "--start-over", help="Allow a run dir written under another config."),
+    start_over: bool = typer.Option(False, "--start-over", help="Delete what an earlier config wrote in RUN/eval."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask before --start-over deletes."),
 ) -> None:
     """Run every method R times per task, then write RUN/eval/ (scores, AUP with intervals, profiles, report)."""
-    from engine.runner import EpisodeOverrides, build_config, run_eval_stage
+    from engine.runner import run_eval_stage
 
     try:
-        cfg = build_config(config, EpisodeOverrides(out=run))
+        cfg = resolve_config(config, overrides(run=run))
         if runs is not None:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"runs_per_task": runs})})
-        manifest, report = run_eval_stage(cfg, address=address, start_over=start_over)
+        if start_over:
+            confirm_start_over(cfg.run_dir, ["eval"], yes)
+        manifest, report = run_eval_stage(cfg, address=address, in_process=in_process, start_over=start_over)
     except EngineError as e:
-        _fail(e)
-        return
+        fail(e)
     typer.echo(f"eval {cfg.run_id}: {manifest.counts['runs']} runs of {manifest.counts['methods']} methods on "
-               f"{manifest.counts['tasks']} tasks → {cfg.run_dir.rstrip('/')}/eval/report.html")
+               f"{manifest.counts['tasks']} tasks → {run_path(cfg.run_dir, 'eval', 'report.html')}")
     typer.echo(report.aup.to_string())
     for change in report.relative:
         typer.echo(change.describe())

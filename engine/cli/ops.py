@@ -1,8 +1,8 @@
-"""Cluster operations commands of the `synthscale` CLI: `submit` (Ray Job Submission), `status RUN`,
-`cancel` (a run's cancel marker, or a Ray job) and `reap` (sandboxes a dead run left behind).
+"""Cluster operations of the `synthscale` CLI: `submit` (Ray Job Submission), `status RUN`, `cancel` (a run's
+cancel marker, or a Ray job) and `reap` (sandboxes a dead run left behind).
 
 Reads run dirs (status, cancel) and the Docker daemon / local temp dir (reap); talks to a Ray head's
-dashboard over HTTP (submit, cancel --job). Ray is imported only inside the job commands.
+dashboard over HTTP (submit, cancel --job) through `engine.runner`, which imports the Ray layer lazily.
 """
 
 from __future__ import annotations
@@ -13,12 +13,8 @@ from typing import Optional
 
 import typer
 
+from engine.cli.common import fail, resolve_config
 from engine.errors import ConfigError, EngineError, SandboxError
-
-
-def _fail(e: Exception) -> None:
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
 
 
 def _parse_env(pairs: list[str]) -> dict[str, str]:
@@ -41,20 +37,20 @@ def submit(
 ) -> None:
     """Run any synthscale command on a Ray cluster as a job: prints the job id, follows its logs, and
     exits 0 when it SUCCEEDED (1 when it FAILED or was STOPPED)."""
-    from actors.jobs import follow_logs, submit_job
+    from engine.runner import follow_job, submit_job
 
     try:
         job_id = submit_job(address, list(args), working_dir, _parse_env(env))
     except EngineError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"job {job_id} submitted to {address}")
     if not follow:
         typer.echo(f"follow it with: ray job logs --follow {job_id} --address {address}")
         return
     try:
-        status = follow_logs(address, job_id, on_log=lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        status = follow_job(address, job_id, on_log=lambda text: (sys.stdout.write(text), sys.stdout.flush()))
     except EngineError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"job {job_id}: {status}")
     raise typer.Exit(0 if status == "SUCCEEDED" else 1)
 
@@ -66,7 +62,7 @@ def status(run: str = typer.Argument(..., help="Run directory (a path or s3://â€
     try:
         typer.echo(render_status(rollout_status(run)))
     except EngineError as e:
-        _fail(e)
+        fail(e)
 
 
 def cancel(
@@ -78,17 +74,17 @@ def cancel(
     """Cancel a run (the scheduler stops handing out episodes, stores those in flight, and ends
     resumable) or, with --job, stop a Ray job."""
     if (run is None) == (job is None):
-        _fail(ConfigError("pass either a run directory (`synthscale cancel RUN`) or "
+        fail(ConfigError("pass either a run directory (`synthscale cancel RUN`) or "
                           "`--job JOB_ID --address URL`, not both or neither"))
     if job is not None:
         if address is None:
-            _fail(ConfigError(f"--job {job}: also pass --address http://HEAD:8265"))
-        from actors.jobs import stop_job
+            fail(ConfigError(f"--job {job}: also pass --address http://HEAD:8265"))
+        from engine.runner import stop_job
 
         try:
             running = stop_job(address, job)
         except EngineError as e:
-            _fail(e)
+            fail(e)
         typer.echo(f"job {job}: stop requested" if running else f"job {job}: was not running")
         return
     from engine.rollout.control import request_cancel
@@ -96,7 +92,7 @@ def cancel(
     try:
         path = request_cancel(run, reason)
     except EngineError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"cancel requested: {path}; the scheduler stops after the episodes in flight")
 
 
@@ -109,14 +105,12 @@ def reap(
     try:
         removed, what = _reap(run_id, runtime, config)
     except EngineError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"reaped {removed} {what}")
 
 
 def _reap(run_id: str | None, runtime: str | None, config: Path | None) -> tuple[int, str]:
-    from engine.config import RunConfig, load_config
-
-    cfg = load_config(config) if config else RunConfig()
+    cfg = resolve_config(config)
     kind = runtime or cfg.sandbox.runtime
     if kind not in ("docker", "local"):
         raise ConfigError(f"--runtime {kind!r}: use docker or local")
@@ -130,8 +124,8 @@ def _reap(run_id: str | None, runtime: str | None, config: Path | None) -> tuple
                           "found by run id")
     from engine.sandbox import make_runtime
 
-    sandbox_cfg = cfg.sandbox.model_copy(update={"runtime": "local"})
-    return make_runtime(sandbox_cfg, run_id).reap_leftovers(), f"local sandboxes of run {run_id}"
+    return make_runtime(cfg.sandbox.model_copy(update={"runtime": "local"}), run_id).reap_leftovers(), \
+        f"local sandboxes of run {run_id}"
 
 
 def _docker_client():
