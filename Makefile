@@ -36,7 +36,7 @@ test-unit: setup
 
 # pytest's exit 5 (no tests collected) is a failure, said out loud
 test: setup docker
-	@$(PY) -m pytest tests -q -ra; rc=$$?; \
+	@$(PY) -m pytest tests -q -ra --durations=25; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing" >&2; fi; exit $$rc
 
 bench: setup docker

@@ -4,7 +4,7 @@ A run directory is a local path or any URI pyarrow.fs understands (``s3://bucket
 Every function takes the location as given by the user plus an optional ``filesystem``; when a filesystem
 is passed, the location is a path inside it (a URI's scheme is stripped).
 
-Stage protocol (DESIGN.md, "Run directory"):
+Stage protocol (docs/design.md, "Run directory"):
 
 1. ``begin_stage(stage_dir, stage, config_hash, start_over)`` refuses a directory written under another
    config hash (from its ``manifest.json`` or, for a partial directory, its ``stage.json``), wipes it when

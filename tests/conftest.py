@@ -1,10 +1,16 @@
-"""Suite-wide hooks: where CI says Docker and bubblewrap are required, a test skipped for lack of them fails."""
+"""Suite-wide hooks and fixtures: where CI says Docker and bubblewrap are required, a test skipped for lack of them
+fails; the loopback Hugging Face Hub's fixtures (`hub_fixtures.py`) are visible to every test module."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+try:
+    from tests.hub_fixtures import fresh_hub, hub, hub_datasets, hub_env, hub_tokens  # noqa: F401
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    from hub_fixtures import fresh_hub, hub, hub_datasets, hub_env, hub_tokens  # noqa: F401
 
 REQUIRED = {
     "SYNTHSCALE_REQUIRE_DOCKER": ("docker", "dockerd"),

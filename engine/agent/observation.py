@@ -17,11 +17,6 @@ TRUNCATION_RESERVE = 120
 """Characters kept free for the truncation marker, so a truncated observation stays within its limit."""
 
 
-def empty_output_message() -> str:
-    """What the agent sees when a command printed nothing."""
-    return EMPTY_OUTPUT
-
-
 def truncate_observation(text: str, max_chars: int) -> str:
     """`text` if it fits in `max_chars`; else its head and tail around a marker saying what was cut.
 
@@ -57,9 +52,3 @@ def render_footer(*, step: int, remaining_steps: int, open_file: str | None, cwd
     """The status lines that end every observation, last of them the prompt line `bash-$`."""
     return render("agent/observation.j2", step=step, remaining_steps=remaining_steps, open_file=open_file,
                   cwd=cwd).rstrip("\n")
-
-
-def render_observation(observation: str, *, step: int, remaining_steps: int, open_file: str | None, cwd: str) -> str:
-    """`observation` followed by the footer."""
-    return render("agent/observation.j2", observation=observation, step=step, remaining_steps=remaining_steps,
-                  open_file=open_file, cwd=cwd).rstrip("\n")

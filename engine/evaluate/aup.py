@@ -1,6 +1,6 @@
 """MLGym's AUP: reads a methods × tasks score table (plus metric directions), writes AUP values and profiles.
 
-Definition (DESIGN.md, "Evaluation: AUP"), per task, over every method including the baseline row:
+Definition (docs/design.md, "Evaluation"; MLGym's), per task, over every method including the baseline row:
 
 1. a score is *infeasible* when it is missing, negative, or worse than the baseline's score on that task
    (strictly: below it on a ``max`` task, above it on a ``min`` task);
@@ -19,8 +19,7 @@ the set of methods compared: every result carries that set (``methods``, ``serie
 Example: one max task, method A scores 2, the baseline 1. A's ratio is 1, the baseline's 2; worst feasible
 ratio 2, so tau_cap = ceil(2.1) = 3 and the axis ends at ceil(10·log10 3)/10 = 0.5. A's profile is 1
 everywhere: AUP 0.5. The baseline reaches the task at τ = log10 2 = 0.30103, grid index
-ceil(0.30103 · 499 / 0.5) = 301, so its AUP is 0.5 − τ[301] = 0.5 · (499 − 301) / 499 = 0.198397
-(the ``aup_of_log_ratio`` helper below computes exactly this).
+ceil(0.30103 · 499 / 0.5) = 301, so its AUP is 0.5 − τ[301] = 0.5 · (499 − 301) / 499 = 0.198397.
 """
 
 from __future__ import annotations
@@ -194,13 +193,6 @@ def aup_batch(log_ratio: np.ndarray, included: np.ndarray, tau_max: np.ndarray) 
     with np.errstate(invalid="ignore", divide="ignore"):
         aup = np.where(inc, contrib, 0.0).sum(axis=-1) / n_inc
     return np.where((n_inc > 0) & np.isfinite(ends)[:, None], aup, np.nan)
-
-
-def aup_of_log_ratio(log_ratio: float, tau_max: float) -> float:
-    """AUP contribution of one task reached at ``log_ratio`` on an axis ending at ``tau_max`` (for checks)."""
-    tau = tau_grid(tau_max)
-    k = int(np.searchsorted(tau, log_ratio, side="left"))
-    return float(tau[-1] - tau[k]) if k < N_TAU_POINTS else 0.0
 
 
 # ---------------------------------------------------------------- the public API

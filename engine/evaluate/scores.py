@@ -140,13 +140,6 @@ def best_submission(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFram
     return _table(runs, "run_last", baseline)
 
 
-def score_table(runs: pd.DataFrame, kind: Kind, baseline: str = BASELINE) -> pd.DataFrame:
-    """``best_attempt`` or ``best_submission`` by name."""
-    if kind not in KINDS:
-        raise ConfigError(f"kind {kind!r}: use one of {list(KINDS)}")
-    return best_attempt(runs, baseline) if kind == "best_attempt" else best_submission(runs, baseline)
-
-
 # ---------------------------------------------------------------- from trajectory records
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from engine.config import ModelConfig
 from engine.errors import ConfigError
 from engine.models.cache import ResponseCache, cache_key
@@ -26,25 +24,13 @@ __all__ = [
 ]
 
 
-def make_model(
-    cfg: ModelConfig,
-    *,
-    cache: ResponseCache | None = None,
-    heuristic_factory: Callable[[ModelConfig], ChatModel] | None = None,
-) -> ChatModel:
-    """The ChatModel that `cfg` names.
-
-    provider "openai": OpenAIChatModel (with `cache`, else a cache at cfg.cache_dir when set).
-    provider "heuristic": `heuristic_factory(cfg)`; the offline policy lives outside this package, so the
-    caller that knows it passes its constructor here.
-    """
+def make_model(cfg: ModelConfig, *, cache: ResponseCache | None = None) -> ChatModel:
+    """The endpoint client that `cfg` names: an OpenAIChatModel (with `cache`, else a cache at cfg.cache_dir when
+    set). The offline heuristic policy is not an endpoint: rollouts build it with the tasks it plays
+    (`engine.models.factory.make_policy_model`); anywhere else it is a configuration error."""
     if cfg.provider == "openai":
         return OpenAIChatModel(cfg, cache)
     if cfg.provider == "heuristic":
-        if heuristic_factory is None:
-            raise ConfigError(
-                "model.provider 'heuristic' needs the offline policy, but make_model got no heuristic_factory; "
-                "build it through the pipeline runner, or set model.provider: openai with a base_url"
-            )
-        return heuristic_factory(cfg)
+        raise ConfigError("model.provider 'heuristic' is the offline policy, which only plays rollout episodes; "
+                          "here an endpoint is needed: set provider: openai with a base_url")
     raise ConfigError(f"model.provider {cfg.provider!r} is not known; use 'openai' or 'heuristic'")

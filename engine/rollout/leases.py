@@ -36,7 +36,6 @@ class LeaseResult(BaseModel):
     lease_id: str
     worker_id: str = ""
     outcomes: list[EpisodeOutcome] = Field(default_factory=list)
-    shard: str | None = None
     replayed: int = Field(0, ge=0, description="Episodes of the lease found already stored (not played again).")
     budget_exhausted: bool = Field(False, description="The stage's budget ran out during the lease.")
 

@@ -1,12 +1,11 @@
 """The rollout stage's live-metrics seams: what workers report as they go (`RolloutObserver`) and what the stage
 reports as leases come back (`StageObserver`).
 
-On a cluster `actors/metrics.py` implements both with `ray.util.metrics`; in-process runs use `NullObserver`
-or `CountingObserver` (tests); the progress bar (`engine.rollout.progress`) is a `StageObserver`."""
+On a cluster `actors/metrics.py` implements both with `ray.util.metrics`; in-process workers use `NullObserver`;
+the progress bar (`engine.rollout.progress`) is a `StageObserver`."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Protocol
 
 from engine.records import StepRecord, TrajectoryRecord
@@ -51,33 +50,3 @@ class NullObserver:
 
     def gpu_seconds(self, held_s: float, busy_s: float) -> None:
         pass
-
-
-class CountingObserver:
-    """Keeps totals in memory (what the Ray observer exports as series)."""
-
-    def __init__(self) -> None:
-        self.steps = 0
-        self.exit_statuses: Counter[str] = Counter()
-        self.infra_errors: Counter[str] = Counter()
-        self.active_containers = 0
-        self.max_active_containers = 0
-        self.gpu_held_s = 0.0
-        self.gpu_busy_s = 0.0
-
-    def step(self, step: StepRecord) -> None:
-        self.steps += 1
-
-    def episode(self, rec: TrajectoryRecord) -> None:
-        self.exit_statuses[rec.exit_status] += 1
-
-    def infra_error(self, kind: str) -> None:
-        self.infra_errors[kind] += 1
-
-    def containers(self, active: int) -> None:
-        self.active_containers = active
-        self.max_active_containers = max(self.max_active_containers, active)
-
-    def gpu_seconds(self, held_s: float, busy_s: float) -> None:
-        self.gpu_held_s += held_s
-        self.gpu_busy_s += busy_s

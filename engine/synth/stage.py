@@ -24,9 +24,6 @@ from engine.synth.tables import read_records, write_records
 
 log = logging.getLogger(__name__)
 
-FUNNEL = ("topics", "proposals", "dataset_checked", "generated", "verified")
-
-
 def synth_dir(cfg: RunConfig) -> Path:
     if "://" in cfg.run_dir and not cfg.run_dir.startswith("file://"):
         raise ConfigError(f"run_dir {cfg.run_dir!r}: the synth stage writes task folders that sandboxes mount, so "
@@ -131,7 +128,7 @@ def _preguard(cfg: RunConfig, items: list[tuple[ProposalRecord, str, Any]]) -> t
         reject = check_contamination(proposal, None, None, description_overlap_max=cfg.synth.description_overlap_max,
                                      payoffs=payoffs)
         if reject is None:
-            reject = _dedup_reject(dedup, proposal.proposal_id, proposal, starter)
+            reject = dedup.check(proposal.proposal_id, proposal, starter)
         if reject is None:
             kept.add(proposal.proposal_id)
         else:
@@ -151,21 +148,12 @@ def _postdedup(cfg: RunConfig, tasks_dir: Path, outcomes: list[Outcome]) -> list
     for outcome in sorted((o for o in outcomes if o.task_id), key=lambda o: o.task_id):
         spec = load_task(tasks_dir / outcome.task_id)
         starter = "\n".join(p.read_text(errors="replace") for p in sorted(spec.workspace_dir.glob("*.py")))
-        reject = _dedup_reject(dedup, outcome.task_id, outcome.proposal, starter)
+        reject = dedup.check(outcome.task_id, outcome.proposal, starter)
         if reject is not None:
             shutil.rmtree(tasks_dir / outcome.task_id)
             rejects.append(reject.model_copy(update={"item_id": outcome.item_id}))
             outcome.task_id = None
     return rejects
-
-
-def _dedup_reject(dedup, item_id: str, proposal: ProposalRecord, starter: str) -> RejectRecord | None:
-    twin = dedup.find(proposal, starter)
-    if twin is not None:
-        return RejectRecord(stage="dedup", item_id=item_id, reason=twin.reason,
-                            detail=f"{item_id} duplicates {twin.kept_id} (similarity {twin.similarity:.2f})")
-    dedup.add(item_id, proposal, starter)
-    return None
 
 
 def _payoffs(item) -> Any:

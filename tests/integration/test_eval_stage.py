@@ -5,14 +5,11 @@ recomputes from scores.parquet."""
 
 from __future__ import annotations
 
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -33,16 +30,10 @@ def _served(name: str, *extra: str) -> dict:
                                     "gpus_per_server": 0, "cpus_per_server": 0.5, "startup_timeout_s": 120}}
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    temp = f"/tmp/re{time.time_ns() % 10**8}"
-    ray.init(address="local", num_cpus=4, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+RAY_RESOURCES = {"num_cpus": 4}
 
 
-def test_eval_serves_two_policies_and_reports_numbers_recomputable_from_scores(tmp_path, ray_cluster):
+def test_eval_serves_two_policies_and_reports_numbers_recomputable_from_scores(tmp_path, local_ray):
     cfg = RunConfig.model_validate({
         "run_id": "ev", "run_dir": str(tmp_path / "ev"), "agent": {"max_steps": 30},
         "rollout": {"progress": False, "cpu_workers": 2, "episodes_per_cpu_worker": 1, "lease_size": 1},

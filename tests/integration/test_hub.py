@@ -6,17 +6,20 @@ import socket
 
 import pytest
 import requests
-from huggingface_hub import constants as hf_constants
 
 from engine.config import HubConfig
 from engine.errors import ConfigError, HubError
 from engine.synth.hub import HubDatasetValidator, describe_samples
-from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, parquet_bytes
 from engine.synth.records import DatasetProposal, ProposalRecord
 
-TOKEN_ENV = "SYNTHSCALE_TEST_HF_TOKEN"
-TOKEN = "hf_loopback_test_token"
-OTHER_TOKEN = "hf_loopback_other_token"
+try:
+    from tests.hub_fixtures import OTHER_TOKEN, TOKEN, TOKEN_ENV, by_id, hub_config
+except ImportError:  # tests/ is not a package: pytest put that folder on sys.path
+    from hub_fixtures import OTHER_TOKEN, TOKEN, TOKEN_ENV, by_id, hub_config
+
+# Every test reads the one module-scoped `hub` (tests/hub_fixtures.py); none pushes to it.
+pytestmark = pytest.mark.usefixtures("hub_env")
 
 IRIS = {
     "sepal_length": [5.1, 4.9, 6.3, 5.8, 7.1, 6.5, 5.0, 6.7],
@@ -25,12 +28,14 @@ IRIS = {
 }
 
 
-def _datasets() -> dict[str, LoopbackDataset]:
+@pytest.fixture(scope="module")
+def hub_datasets() -> dict[str, LoopbackDataset]:
+    """Iris (plain, gated to TOKEN, private, disabled), an image dataset licensed by tag, one with two configs."""
     iris = parquet_bytes(IRIS)
     images = parquet_bytes({"image": [{"bytes": b"\x89PNG", "path": "a.png"}] * 3, "label": [0, 1, 0]})
     multi = {"small/train-00000-of-00001.parquet": parquet_bytes({"a": [1, 2], "y": [0, 1]}),
              "large/train-00000-of-00001.parquet": parquet_bytes({"b": [1, 2, 3], "y": [0, 1, 1]})}
-    out = [
+    return by_id(
         LoopbackDataset(id="acme/toy-iris", files={"data/train-00000-of-00001.parquet": iris, "README.md": b"# iris"}),
         LoopbackDataset(id="acme/gated-iris", files={"train.csv": b"x,y\n1,0\n2,1\n"}, gated="manual",
                         licence="cc-by-4.0", access_tokens=frozenset({TOKEN})),
@@ -39,29 +44,7 @@ def _datasets() -> dict[str, LoopbackDataset]:
         LoopbackDataset(id="acme/pictures", files={"data/train-0.parquet": images}, licence=None,
                         tags=["license:apache-2.0"]),
         LoopbackDataset(id="acme/multi", files=multi),
-    ]
-    return {d.id: d for d in out}
-
-
-@pytest.fixture(scope="module")
-def hub():
-    with LoopbackHub(_datasets(), tokens={TOKEN, OTHER_TOKEN}) as h:
-        yield h
-
-
-@pytest.fixture(autouse=True)
-def offline_home(tmp_path, monkeypatch):
-    """A fresh HF_HOME, no stored or ambient token, and online mode aimed only at the loopback."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-def _cfg(hub: LoopbackHub, **kw) -> HubConfig:
-    return HubConfig(endpoint=hub.endpoint, viewer_url=hub.viewer_url, token_env=TOKEN_ENV, timeout_s=10, **kw)
+    )
 
 
 def _proposal(hf_id: str, inputs: list[str], target: str, config: str | None = None, split: str = "train"):
@@ -76,7 +59,7 @@ IRIS_PROPOSAL = (["sepal_length", "petal_length"], "species")
 
 
 def test_exact_id_is_found_pinned_and_sampled(hub):
-    check = HubDatasetValidator(_cfg(hub, sample_rows=3)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
+    check = HubDatasetValidator(hub_config(hub, sample_rows=3)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
     assert check.ok, check.detail
     assert check.hf_id == "acme/toy-iris"
     assert check.corrected_from is None
@@ -101,7 +84,7 @@ def test_exact_id_is_found_pinned_and_sampled(hub):
 
 
 def test_hallucinated_id_is_rejected_not_found(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("someone/no-such-dataset", *IRIS_PROPOSAL))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("someone/no-such-dataset", *IRIS_PROPOSAL))
     assert not check.ok
     assert check.reason == "not_found"
     assert "someone/no-such-dataset" in check.detail
@@ -109,7 +92,7 @@ def test_hallucinated_id_is_rejected_not_found(hub):
 
 @pytest.mark.parametrize("asked", ["wrongowner/toy-iris", "ACME/Toy-Iris", "toy-iris"])
 def test_wrong_owner_or_case_is_corrected_by_search(hub, asked):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal(asked, *IRIS_PROPOSAL))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal(asked, *IRIS_PROPOSAL))
     assert check.ok, check.detail
     assert check.hf_id == "acme/toy-iris"
     assert check.corrected_from == asked
@@ -117,7 +100,7 @@ def test_wrong_owner_or_case_is_corrected_by_search(hub, asked):
 
 
 def test_gated_without_token_is_rejected(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
     assert (check.ok, check.reason) == (False, "gated")
     assert TOKEN_ENV in check.detail
 
@@ -125,7 +108,7 @@ def test_gated_without_token_is_rejected(hub):
 def test_gated_with_token_is_accepted_and_token_never_logged(hub, monkeypatch, caplog):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     caplog.set_level("DEBUG")
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
     assert check.ok, check.detail
     assert check.licence == "cc-by-4.0"
     assert check.sample_rows == [{"x": 1, "y": 0}, {"x": 2, "y": 1}]
@@ -135,7 +118,7 @@ def test_gated_with_token_is_accepted_and_token_never_logged(hub, monkeypatch, c
 
 def test_gated_with_a_token_not_granted_access_is_rejected(hub, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, OTHER_TOKEN)
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/gated-iris", ["x"], "y"))
     assert (check.ok, check.reason) == (False, "gated")
     assert "401 ExternalUnauthenticatedError" in check.detail
     assert OTHER_TOKEN not in check.detail
@@ -144,25 +127,26 @@ def test_gated_with_a_token_not_granted_access_is_rejected(hub, monkeypatch):
 def test_a_token_the_hub_rejects_is_a_config_error(hub, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "hf_not_a_valid_token")
     with pytest.raises(ConfigError, match=TOKEN_ENV) as err:
-        HubDatasetValidator(_cfg(hub)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
+        HubDatasetValidator(hub_config(hub)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL))
     assert "hf_not_a_valid_token" not in str(err.value)
 
 
 def test_private_is_not_found_anonymously_and_private_with_token(hub, monkeypatch):
-    anonymous = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/secret", ["x"], "y"))
+    anonymous = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/secret", ["x"], "y"))
     assert anonymous.reason == "not_found"
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    authed = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/secret", ["x"], "y"))
+    authed = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/secret", ["x"], "y"))
     assert (authed.ok, authed.reason, authed.hf_id) == (False, "private", "acme/secret")
 
 
 def test_disabled_is_rejected(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/gone", ["x"], "y"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/gone", ["x"], "y"))
     assert (check.ok, check.reason) == (False, "disabled")
 
 
 def test_missing_column_is_rejected_naming_it_and_the_available_ones(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/toy-iris", ["sepal_length", "sepal_width"], "kind"))
+    proposal = _proposal("acme/toy-iris", ["sepal_length", "sepal_width"], "kind")
+    check = HubDatasetValidator(hub_config(hub)).check(proposal)
     assert (check.ok, check.reason) == (False, "columns")
     assert check.detail == ("missing: ['sepal_width', 'kind']; "
                             "available: ['sepal_length', 'petal_length', 'species']")
@@ -170,29 +154,29 @@ def test_missing_column_is_rejected_naming_it_and_the_available_ones(hub):
 
 
 def test_missing_split_is_rejected(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL, split="test"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/toy-iris", *IRIS_PROPOSAL, split="test"))
     assert (check.ok, check.reason) == (False, "split")
     assert "available: ['train']" in check.detail
 
 
 def test_image_columns_are_unsupported_and_licence_comes_from_tags(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/pictures", ["image"], "label"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/pictures", ["image"], "label"))
     assert (check.ok, check.reason) == (False, "unsupported_features")
     assert "['image']" in check.detail
     assert check.licence == "apache-2.0"
 
 
 def test_config_named_or_picked_from_the_viewer(hub):
-    named = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/multi", ["b"], "y", config="large"))
+    named = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/multi", ["b"], "y", config="large"))
     assert named.ok, named.detail
     assert (named.config, named.columns) == ("large", ["b", "y"])
-    picked = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/multi", ["b"], "y"))
+    picked = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/multi", ["b"], "y"))
     # No `default` config: the viewer's first config with the split (the loopback lists them sorted).
     assert (picked.config, picked.reason) == ("large", None)
 
 
 def test_unknown_config_is_a_viewer_reject(hub):
-    check = HubDatasetValidator(_cfg(hub)).check(_proposal("acme/multi", ["b"], "y", config="huge"))
+    check = HubDatasetValidator(hub_config(hub)).check(_proposal("acme/multi", ["b"], "y", config="huge"))
     assert (check.ok, check.reason, check.config) == (False, "viewer", "huge")
     assert "404 ResponseNotFound" in check.detail
 

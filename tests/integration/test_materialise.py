@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from huggingface_hub import constants as hf_constants
 
-from engine.config import HubConfig
 from engine.errors import DatasetRejectedError
 from engine.synth.hub import HubDatasetValidator
-from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, parquet_bytes
 from engine.synth.materialise import materialise
 from engine.synth.records import DatasetCheck, DatasetProposal, ProposalRecord
 
-TOKEN_ENV = "SYNTHSCALE_TEST_HF_TOKEN"
-TOKEN = "hf_loopback_test_token"
-OTHER_TOKEN = "hf_loopback_other_token"
+try:
+    from tests.hub_fixtures import OTHER_TOKEN, TOKEN, TOKEN_ENV, by_id, hub_config
+except ImportError:  # tests/ is not a package: pytest put that folder on sys.path
+    from hub_fixtures import OTHER_TOKEN, TOKEN, TOKEN_ENV, by_id, hub_config
+
+pytestmark = pytest.mark.usefixtures("hub_env")
 
 
 def _rows(n: int, offset: int = 0) -> dict[str, list]:
@@ -24,7 +25,9 @@ def _rows(n: int, offset: int = 0) -> dict[str, list]:
             "f2": [f"c{i % 3}" for i in range(n)], "label": [i % 2 for i in range(n)]}
 
 
-def _datasets() -> dict[str, LoopbackDataset]:
+@pytest.fixture(scope="module")
+def hub_datasets() -> dict[str, LoopbackDataset]:
+    """100 rows; own validation/test splits; a non-commercial licence; gated to TOKEN; missing labels; images."""
     with_splits = {
         "data/train-00000-of-00001.parquet": parquet_bytes(_rows(40)),
         "data/validation-00000-of-00001.parquet": parquet_bytes(_rows(12, offset=1000)),
@@ -33,7 +36,7 @@ def _datasets() -> dict[str, LoopbackDataset]:
     nc = {"train.csv": pd.DataFrame(_rows(20)).to_csv(index=False).encode()}
     gaps = _rows(20)
     gaps["label"] = [None if i % 4 == 0 else v for i, v in enumerate(gaps["label"])]
-    out = [
+    return by_id(
         LoopbackDataset(id="acme/hundred", files={"data/train-00000-of-00001.parquet": parquet_bytes(_rows(100))}),
         LoopbackDataset(id="acme/with-splits", files=with_splits, licence="apache-2.0"),
         LoopbackDataset(id="acme/noncommercial", files=nc, licence="cc-by-nc-4.0"),
@@ -43,28 +46,13 @@ def _datasets() -> dict[str, LoopbackDataset]:
             orient="records", lines=True).encode()}),
         LoopbackDataset(id="acme/pictures", files={"data/train-0.parquet": parquet_bytes(
             {"image": [{"bytes": b"\x89PNG", "path": "a.png"}] * 10, "label": [0, 1] * 5})}),
-    ]
-    return {d.id: d for d in out}
+    )
 
 
 @pytest.fixture()
-def hub():
-    with LoopbackHub(_datasets(), tokens={TOKEN, OTHER_TOKEN}) as h:
-        yield h
-
-
-@pytest.fixture(autouse=True)
-def offline_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv(TOKEN_ENV, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-
-
-def _cfg(hub: LoopbackHub, **kw) -> HubConfig:
-    return HubConfig(endpoint=hub.endpoint, viewer_url=hub.viewer_url, token_env=TOKEN_ENV, timeout_s=10, **kw)
+def hub(fresh_hub):
+    """A hub per test: one test pushes a new revision, others assert that nothing was downloaded."""
+    return fresh_hub
 
 
 def _proposal(hf_id: str, inputs=("serial", "f1", "f2"), target="label") -> ProposalRecord:
@@ -76,7 +64,7 @@ def _proposal(hf_id: str, inputs=("serial", "f1", "f2"), target="label") -> Prop
 
 
 def _checked(hub, hf_id, **kw):
-    cfg = _cfg(hub, **kw)
+    cfg = hub_config(hub, **kw)
     proposal = _proposal(hf_id)
     check = HubDatasetValidator(cfg).check(proposal)
     assert check.ok, check.detail
@@ -170,7 +158,7 @@ def test_licence_outside_the_allow_list_is_rejected(hub, tmp_path):
     assert err.value.reason == "licence"
     assert "'cc-by-nc-4.0'" in err.value.detail and "synth.hub.licence_allow" in err.value.detail
     assert _resolves(hub) == []
-    allowed = _cfg(hub, licence_allow=["cc-by-nc-4.0"])
+    allowed = hub_config(hub, licence_allow=["cc-by-nc-4.0"])
     out = materialise(check, proposal, allowed, tmp_path / "t", seed=0, cache_dir=tmp_path / "cache")
     assert out.rows == {"train": 14, "validation": 3, "test": 3}
 
@@ -208,7 +196,7 @@ def test_image_columns_are_unsupported(hub, tmp_path):
     check = DatasetCheck(ok=True, hf_id="acme/pictures", revision=hub.main_sha("acme/pictures"), config="default",
                          split="train", licence="mit")
     with pytest.raises(DatasetRejectedError) as err:
-        materialise(check, _proposal("acme/pictures", inputs=["image"]), _cfg(hub), tmp_path / "t", seed=0,
+        materialise(check, _proposal("acme/pictures", inputs=["image"]), hub_config(hub), tmp_path / "t", seed=0,
                     cache_dir=tmp_path / "cache")
     assert err.value.reason == "unsupported_features"
     assert "['image']" in err.value.detail
@@ -217,5 +205,5 @@ def test_image_columns_are_unsupported(hub, tmp_path):
 def test_a_failed_check_is_not_materialised(hub, tmp_path):
     check = DatasetCheck(ok=False, hf_id="x/y", reason="not_found")
     with pytest.raises(DatasetRejectedError) as err:
-        materialise(check, _proposal("x/y"), _cfg(hub), tmp_path / "t", seed=0)
+        materialise(check, _proposal("x/y"), hub_config(hub), tmp_path / "t", seed=0)
     assert err.value.reason == "not_found"

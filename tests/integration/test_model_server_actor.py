@@ -2,7 +2,6 @@
 them, failover to a live server, and `transformers serve` on CPU with a tiny random Qwen3 built offline."""
 
 import json
-import shutil
 import sys
 import time
 import urllib.parse
@@ -26,13 +25,7 @@ EXAMPLES = REPO / "examples" / "tasks"
 SYNTHSCALE = str(Path(sys.executable).parent / "synthscale")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = Path("/tmp/ss-ray-serve")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ray.init(address="local", num_cpus=2, num_gpus=2, _temp_dir=str(tmp), include_dashboard=False)
-    yield
-    ray.shutdown()
+RAY_RESOURCES = {"num_cpus": 2, "num_gpus": 2}
 
 
 def heuristic_cfg(record_dir: Path) -> ServeConfig:

@@ -6,7 +6,6 @@ projection."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,29 +36,27 @@ pytestmark = pytest.mark.timeout(600)
 BUCKET = "synthscale-rollouts"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    """A local Ray instance whose nodes' environment points at a loopback S3 (moto), as a cluster's nodes
-    would carry their credentials (never runtime_env)."""
+RAY_RESOURCES = {"num_cpus": 4, "num_gpus": 4}
+
+
+@pytest.fixture(scope="module")
+def ray_node_env():
+    """A loopback S3 (moto) whose credentials the local Ray's nodes carry in their environment, as a cluster's
+    nodes would (never runtime_env)."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
            "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    temp = f"/tmp/rr{time.time_ns() % 10**8}"
-    ray.init(address="local", num_cpus=4, num_gpus=4, _temp_dir=temp, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=BUCKET)
+    yield env
     server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+
+
+@pytest.fixture(autouse=True)
+def _ray(local_ray):
+    return local_ray
 
 
 def _run(cfg, **kw):

@@ -15,15 +15,6 @@ from engine.runner import run_synth_stage
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    tmp = Path("/tmp/ss-ray-synth")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ray.init(address="local", num_cpus=2, _temp_dir=str(tmp), include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def _cfg(run_dir: Path) -> RunConfig:
     synth = SynthConfig(source="procedural", n_tasks=4, families=["tabular_classification", "matrix_games"],
                         concurrency=2, seed=3)

@@ -19,7 +19,7 @@ from engine.config import ModelConfig, Price, RunConfig, SandboxConfig, SynthCon
 from engine.models.server import ChatCompletionsServer
 from engine.protocols import Completion, Usage
 from engine.synth.guards.contamination import ContaminationIndex
-from engine.testing.loopback_hub import LoopbackDataset, LoopbackHub, parquet_bytes
+from engine.testing.loopback_hub import LoopbackDataset, parquet_bytes
 from engine.synth.stage import run_synth
 from engine.models.ratelimit import RateLimiter
 from engine.tasks.folder import load_task
@@ -27,7 +27,13 @@ from engine.tasks.folder import load_task
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures" / "teacher"))
 import replies  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
+try:
+    from tests.hub_fixtures import by_id, hub_config
+except ImportError:  # tests/ is not a package: pytest put that folder on sys.path
+    from hub_fixtures import by_id, hub_config
+
+pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed"),
+              pytest.mark.usefixtures("hub_env")]
 
 CEILING_EVALUATE = replies.EVALUATE_PY.replace('(merged["prediction"] == merged[TARGET]).mean()',
                                                '(merged["prediction"] == merged["prediction"]).mean()')
@@ -131,45 +137,44 @@ class ScriptedTeacher:
 
 
 @pytest.fixture(scope="module")
-def hub():
-    weather = _weather(300, 1)
+def housing() -> dict[str, list]:
+    """The benchmark's rows (house prices), which `acme/property-values-v2` serves again under other names."""
+    return _housing(200)
+
+
+@pytest.fixture(scope="module")
+def hub_datasets(housing) -> dict[str, LoopbackDataset]:
+    """Weather data for the rain tasks (one with a copy of the target) and a renamed copy of `housing`."""
     leaky = dict(_weather(300, 2))
     leaky["rain_flag"] = [1 - v for v in leaky["rain"]]  # a relabelled copy of the target
-    housing = _housing(200)
     renamed = {"lot": housing["lot_area_sqft"], "built": housing["year_built"], "area": housing["neighborhood"],
                "price": housing["sale_price_usd"]}
-    datasets = {
-        "weather/rain": LoopbackDataset("weather/rain", {"data/train-00000.parquet": parquet_bytes(weather)}),
-        "weather/rain-copy": LoopbackDataset("weather/rain-copy", {"data/train-00000.parquet": parquet_bytes(_weather(300, 3))}),
-        "weather/rain-leaky": LoopbackDataset("weather/rain-leaky", {"data/train-00000.parquet": parquet_bytes(leaky)}),
-        "weather/rain-ceil": LoopbackDataset("weather/rain-ceil", {"data/train-00000.parquet": parquet_bytes(_weather(300, 4))}),
-        "acme/property-values-v2": LoopbackDataset("acme/property-values-v2",
-                                                   {"data/train-00000.parquet": parquet_bytes(renamed)}),
-    }
-    with LoopbackHub(datasets) as server:
-        yield server, housing
+    return by_id(
+        LoopbackDataset("weather/rain", {"data/train-00000.parquet": parquet_bytes(_weather(300, 1))}),
+        LoopbackDataset("weather/rain-copy", {"data/train-00000.parquet": parquet_bytes(_weather(300, 3))}),
+        LoopbackDataset("weather/rain-leaky", {"data/train-00000.parquet": parquet_bytes(leaky)}),
+        LoopbackDataset("weather/rain-ceil", {"data/train-00000.parquet": parquet_bytes(_weather(300, 4))}),
+        LoopbackDataset("acme/property-values-v2", {"data/train-00000.parquet": parquet_bytes(renamed)}),
+    )
 
 
-def _config(tmp_path: Path, hub_server, index_path: Path, base_url: str) -> RunConfig:
+def _config(tmp_path: Path, hub, index_path: Path, base_url: str) -> RunConfig:
     teacher = ModelConfig(provider="openai", name="teacher-x", base_url=base_url, max_retries=0,
                           prices={"teacher-x": Price(input_per_mtok=1.0, output_per_mtok=2.0)})
     synth = SynthConfig(source="teacher", teacher=teacher, n_topics=len(TOPICS), topics_per_call=10,
                         p_debug=1.0, max_iterations=2, concurrency=2, contamination_index=index_path,
-                        hub={"endpoint": hub_server.endpoint, "viewer_url": hub_server.viewer_url},
-                        verify_max_steps=20)
+                        hub=hub_config(hub), verify_max_steps=20)
     return RunConfig(run_id="it-synth", run_dir=str(tmp_path / "run"), synth=synth,
                      sandbox=SandboxConfig(memory_mb=2048, workspace_mb=128))
 
 
-def test_teacher_synthesis_meets_every_guard(tmp_path: Path, hub, monkeypatch) -> None:
-    hub_server, housing = hub
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_teacher_synthesis_meets_every_guard(tmp_path: Path, hub, housing) -> None:
     index = ContaminationIndex()  # the benchmark's rows, as `contamination_index_from_hub` would record them
     index.build_from_rows("house_prices", [dict(zip(housing, vals)) for vals in zip(*housing.values())][:50])
     index.save(tmp_path / "index.json")
     teacher = ScriptedTeacher()
     with ChatCompletionsServer(teacher) as server:
-        cfg = _config(tmp_path, hub_server, tmp_path / "index.json", server.base_url)
+        cfg = _config(tmp_path, hub, tmp_path / "index.json", server.base_url)
         manifest = run_synth(cfg, limiter=RateLimiter(cfg.synth.rate_limit))
         port = int(server.base_url.rsplit(":", 1)[1].split("/")[0])
     synth = tmp_path / "run" / "synth"
@@ -212,12 +217,10 @@ def test_teacher_synthesis_meets_every_guard(tmp_path: Path, hub, monkeypatch) -
     assert again.rejects == manifest.rejects
 
 
-def test_budget_stops_the_stage_cleanly_and_says_how_far_it_got(tmp_path: Path, hub, monkeypatch) -> None:
-    hub_server, _ = hub
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def test_budget_stops_the_stage_cleanly_and_says_how_far_it_got(tmp_path: Path, hub) -> None:
     teacher = ScriptedTeacher()
     with ChatCompletionsServer(teacher) as server:
-        cfg = _config(tmp_path, hub_server, None, server.base_url)
+        cfg = _config(tmp_path, hub, None, server.base_url)
         cfg = cfg.model_copy(update={"synth": cfg.synth.model_copy(update={"budget_usd": 1e-6, "concurrency": 1})})
         manifest = run_synth(cfg, limiter=RateLimiter(cfg.synth.rate_limit, budget_usd=cfg.synth.budget_usd))
     # the topics call spends the budget; every proposal after it is left undone and counted

@@ -1,8 +1,6 @@
 """Observation truncation (head and tail around a marker), the empty-output sentence, the step footer."""
 
-from engine.agent.observation import (
-    empty_output_message, render_footer, render_observation, truncate_observation,
-)
+from engine.agent.observation import EMPTY_OUTPUT, render_footer, truncate_observation
 
 
 def test_short_text_is_unchanged() -> None:
@@ -27,7 +25,7 @@ def test_one_long_line_is_cut_mid_line() -> None:
 
 
 def test_empty_output_message() -> None:
-    assert empty_output_message() == "Your command ran successfully and did not produce any output."
+    assert EMPTY_OUTPUT == "Your command ran successfully and did not produce any output."
 
 
 def test_footer() -> None:
@@ -39,9 +37,3 @@ def test_footer() -> None:
         "bash-$"
     )
     assert render_footer(step=1, remaining_steps=49, open_file=None, cwd="/w").splitlines()[1] == "(Open file: n/a)"
-
-
-def test_observation_followed_by_footer() -> None:
-    assert render_observation("hello\nworld", step=2, remaining_steps=8, open_file=None, cwd="/w") == (
-        "hello\nworld\n(Current Step: 2, Remaining Steps: 8)\n(Open file: n/a)\n(Current directory: /w)\nbash-$"
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import EngineError
-from engine.synth.guards.dedup import DedupItem, Deduplicator, dedupe, starter_code_text, task_signature
+from engine.synth.guards.dedup import Deduplicator, task_signature
 from engine.synth.records import DatasetProposal, ProposalRecord
 
 DESCRIPTION = (
@@ -14,14 +14,14 @@ DESCRIPTION = (
     "submission.csv; the score is the root mean squared error of the predicted counts, and lower is better. "
     "The baseline fits a linear model on the raw columns; feature engineering on the calendar columns helps."
 )
-CODE = starter_code_text([("baseline.py", (
+CODE = "# baseline.py\n" + ((
     "import pandas as pd\nfrom sklearn.linear_model import LinearRegression\n"
     "train = pd.read_csv('data/train.csv')\nX = train.drop(columns=['count'])\ny = train['count']\n"
     "model = LinearRegression().fit(X, y)\nval = pd.read_csv('data/validation.csv')\n"
     "test = pd.read_csv('data/test.csv')\nrows = pd.concat([val, test])\n"
     "pred = model.predict(rows.drop(columns=['id']))\n"
     "pd.DataFrame({'id': rows['id'], 'count': pred}).to_csv('submission.csv', index=False)\n"
-))])
+))
 
 
 def proposal(pid: str, description: str = DESCRIPTION, *, hf_id: str = "city/bike-rentals", target: str = "count",
@@ -62,23 +62,24 @@ def test_distinct_tasks_are_all_kept_and_the_first_of_a_cluster_wins():
     other = ("Classify the species of iris flowers from four petal and sepal measurements; accuracy on the held-out "
              "flowers is the score. The baseline is a shallow decision tree.")
     items = [
-        DedupItem(item_id="bikes", proposal=proposal("bikes"), starter_code=CODE),
-        DedupItem(item_id="iris", proposal=proposal("iris", other, hf_id="sk/iris", target="species",
-                                                     metric="accuracy", name="Iris"),
-                  starter_code="from sklearn.tree import DecisionTreeClassifier\n"),
-        DedupItem(item_id="bikes-again", proposal=proposal("bikes-again", DESCRIPTION + " Good luck.",
-                                                           hf_id="mirror/bikes"), starter_code=CODE),
-        DedupItem(item_id="bikes-same-signature", proposal=proposal("bikes-same-signature", "Rentals."),
-                  starter_code=""),
+        ("bikes", proposal("bikes"), CODE),
+        ("iris", proposal("iris", other, hf_id="sk/iris", target="species", metric="accuracy", name="Iris"),
+         "from sklearn.tree import DecisionTreeClassifier\n"),
+        ("bikes-again", proposal("bikes-again", DESCRIPTION + " Good luck.", hf_id="mirror/bikes"), CODE),
+        ("bikes-same-signature", proposal("bikes-same-signature", "Rentals."), ""),
     ]
-    kept, rejects = dedupe(items, threshold=0.8, seed=0)
-    assert [k.item_id for k in kept] == ["bikes", "iris"]
+
+    def run():
+        d = Deduplicator(threshold=0.8, seed=0)
+        return [d.check(*item) for item in items]
+
+    outcome = run()
+    assert [i[0] for i, r in zip(items, outcome) if r is None] == ["bikes", "iris"]
+    rejects = [r for r in outcome if r is not None]
     assert [(r.stage, r.item_id, r.reason) for r in rejects] == [
         ("dedup", "bikes-again", "near_duplicate"), ("dedup", "bikes-same-signature", "duplicate_signature")]
-    assert rejects[1].detail == "duplicate of bikes (similarity 1.00)"
-    # Deterministic: the same input gives the same outcome.
-    again = dedupe(items, threshold=0.8, seed=0)
-    assert [k.item_id for k in again[0]] == ["bikes", "iris"] and again[1] == rejects
+    assert rejects[1].detail == "bikes-same-signature duplicates bikes (similarity 1.00)"
+    assert run() == outcome  # deterministic: the same input gives the same outcome
 
 
 def test_dataset_free_tasks_share_a_signature_only_by_name():

@@ -85,12 +85,9 @@ def test_make_model_openai(monkeypatch, tmp_path):
     assert make_model(cfg(), cache=cache)._cache is cache
 
 
-def test_make_model_heuristic_needs_a_factory():
-    heuristic = ModelConfig(provider="heuristic")
-    with pytest.raises(ConfigError, match="heuristic_factory"):
-        make_model(heuristic)
-    built = make_model(heuristic, heuristic_factory=lambda c: ScriptedModel(["x"], name=c.name))
-    assert isinstance(built, ScriptedModel) and built.name == "heuristic"
+def test_make_model_refuses_the_offline_policy_where_an_endpoint_is_needed():
+    with pytest.raises(ConfigError, match="only plays rollout episodes"):
+        make_model(ModelConfig(provider="heuristic"))
 
 
 def test_openai_client_refuses_other_providers():

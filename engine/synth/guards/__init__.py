@@ -4,7 +4,7 @@
 """
 
 from engine.synth.guards.contamination import ContaminationIndex, check_contamination, contamination_index_from_hub
-from engine.synth.guards.dedup import DedupItem, Deduplicator, dedupe, task_signature
+from engine.synth.guards.dedup import Deduplicator, task_signature
 from engine.synth.guards.difficulty import estimate_difficulty
 from engine.synth.guards.leaks import ceiling_check, probe_leaks, score_rejects
 
@@ -15,6 +15,6 @@ REJECT_REASONS: dict[str, tuple[str, ...]] = {
 }
 
 __all__ = [
-    "REJECT_REASONS", "ContaminationIndex", "DedupItem", "Deduplicator", "ceiling_check", "check_contamination",
-    "contamination_index_from_hub", "dedupe", "estimate_difficulty", "probe_leaks", "score_rejects", "task_signature",
+    "REJECT_REASONS", "ContaminationIndex", "Deduplicator", "ceiling_check", "check_contamination",
+    "contamination_index_from_hub", "estimate_difficulty", "probe_leaks", "score_rejects", "task_signature",
 ]

@@ -1,4 +1,4 @@
-"""Near-duplicate removal across synthesized tasks: reads proposals and starter code, returns kept items and rejects.
+"""Near-duplicate removal across synthesized tasks: reads proposals and starter code, returns rejects for duplicates.
 
 Two tasks are duplicates when their exact signature (dataset and config, target, metric, task type) is equal, or
 when the MinHash estimate of the Jaccard similarity of their shingles (word 3-grams of the description plus the
@@ -8,7 +8,6 @@ starter code) reaches the threshold. One task is kept per cluster: the first add
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
 
 from datasketch import MinHash, MinHashLSH
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,15 +44,6 @@ class Duplicate(BaseModel):
     kept_id: str
     reason: str = Field(description="duplicate_signature or near_duplicate")
     similarity: float = Field(description="1.0 for an equal signature, else the MinHash Jaccard estimate.")
-
-
-class DedupItem(BaseModel):
-    """One candidate task: its id, proposal and starter code (all workspace code, concatenated)."""
-
-    model_config = ConfigDict(extra="forbid")
-    item_id: str
-    proposal: ProposalRecord
-    starter_code: str = ""
 
 
 class Deduplicator:
@@ -103,6 +93,16 @@ class Deduplicator:
             return Duplicate(kept_id=close[0][1], reason="near_duplicate", similarity=close[0][2])
         return None
 
+    def check(self, item_id: str, proposal: ProposalRecord, starter_code: str = "") -> RejectRecord | None:
+        """Keep the item (None) unless it duplicates a kept one: then the `dedup` reject that says which."""
+        dup = self.find(proposal, starter_code)
+        if dup is not None:
+            log.info("task %s dropped: %s of %s", item_id, dup.reason, dup.kept_id)
+            return RejectRecord(stage="dedup", item_id=item_id, reason=dup.reason,
+                                detail=f"{item_id} duplicates {dup.kept_id} (similarity {dup.similarity:.2f})")
+        self.add(item_id, proposal, starter_code)
+        return None
+
     def add(self, item_id: str, proposal: ProposalRecord, starter_code: str = "") -> str | None:
         """Keep the item unless it duplicates a kept one; returns that kept item's id, or None when kept."""
         if item_id in self._order:
@@ -116,26 +116,3 @@ class Deduplicator:
         self._hashes[item_id] = m
         self._lsh.insert(item_id, m)
         return None
-
-
-def dedupe(items: Iterable[DedupItem], *, threshold: float, num_perm: int = 128,
-           seed: int = 0) -> tuple[list[DedupItem], list[RejectRecord]]:
-    """Keep the first item of every cluster, in input order; reject the rest (stage ``dedup``)."""
-    dd = Deduplicator(threshold, num_perm=num_perm, seed=seed)
-    kept: list[DedupItem] = []
-    rejects: list[RejectRecord] = []
-    for item in items:
-        dup = dd.find(item.proposal, item.starter_code)
-        if dup is None:
-            dd.add(item.item_id, item.proposal, item.starter_code)
-            kept.append(item)
-            continue
-        rejects.append(RejectRecord(stage="dedup", item_id=item.item_id, reason=dup.reason,
-                                    detail=f"duplicate of {dup.kept_id} (similarity {dup.similarity:.2f})"))
-        log.info("task %s dropped: %s of %s", item.item_id, dup.reason, dup.kept_id)
-    return kept, rejects
-
-
-def starter_code_text(files: Sequence[tuple[str, str]]) -> str:
-    """Concatenate (path, text) pairs in path order, for `DedupItem.starter_code`."""
-    return "\n".join(f"# {path}\n{text}" for path, text in sorted(files))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 _WORD = re.compile(r"[0-9a-z]+")
@@ -39,15 +39,6 @@ def alias_spans(text: str, max_tokens: int = MAX_ALIAS_TOKENS) -> set[str]:
     """
     toks = words(text)
     return {"".join(toks[i:j]) for i in range(len(toks)) for j in range(i + 1, min(i + max_tokens, len(toks)) + 1)}
-
-
-def find_alias(text: str, aliases: Iterable[str]) -> str | None:
-    """The first alias (in sorted order, for determinism) that occurs in `text` on word boundaries, or None."""
-    spans = alias_spans(text)
-    for alias in sorted(aliases):
-        if alias in spans:
-            return alias
-    return None
 
 
 def shingles(text: str, n: int) -> set[str]:

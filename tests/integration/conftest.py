@@ -1,0 +1,44 @@
+"""Fixtures the integration tests share: one local Ray instance per test module that asks for it.
+
+A module sets its shape with `RAY_RESOURCES = {"num_cpus": 4, "num_gpus": 4}` (default: 2 CPUs, no GPUs) and,
+where its workers need settings in their environment (S3 credentials of a loopback server, say), overrides
+the `ray_node_env` fixture; Ray's worker processes inherit the environment `ray.init` ran in, as a real
+cluster's nodes carry their own settings (never `runtime_env`). Clusters of another kind (several nodes,
+`ray start --head`) are made by the modules that need them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+import ray
+
+DEFAULT_RESOURCES = {"num_cpus": 2}
+
+
+@pytest.fixture(scope="module")
+def ray_node_env() -> dict[str, str]:
+    """Environment variables the module's local Ray workers are started with (none by default)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def local_ray(request, ray_node_env):
+    """`ray.init(address="local", …)` for the module, in a short temp dir; shut down after its last test."""
+    resources = getattr(request.module, "RAY_RESOURCES", DEFAULT_RESOURCES)
+    temp = f"/tmp/ry{time.time_ns() % 10**8}"  # short: Ray's socket paths must fit in 107 bytes
+    saved = {k: os.environ.get(k) for k in ray_node_env}
+    os.environ.update(ray_node_env)
+    try:
+        ray.init(address="local", _temp_dir=temp, include_dashboard=False, log_to_driver=False, **resources)
+        yield resources
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
