@@ -15,6 +15,7 @@ except ImportError:  # tests/ is not a package: pytest put this folder on sys.pa
 REQUIRED = {
     "SYNTHSCALE_REQUIRE_DOCKER": ("docker", "dockerd"),
     "SYNTHSCALE_REQUIRE_BWRAP": ("bwrap", "bubblewrap"),
+    "SYNTHSCALE_REQUIRE_TOKENIZER": ("qwen3 tokenizer",),
 }
 
 

@@ -1,0 +1,87 @@
+"""The curation steps end to end in memory, with the real Qwen3 tokenizer: exact counts, rejects and rows."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+from engine.curate import pipeline as pipeline_module
+from engine.curate.config import CurateConfig, StudentTokenizerConfig
+from engine.curate.pipeline import curate
+from engine.curate.tokenizer import load_student_tokenizer
+from engine.errors import ArtifactError, ConfigError
+from engine.records import TrajectoryRecord
+from engine.trajectories.store import records_to_table
+
+SCORE = {"step": 1, "kind": "submit", "validation": {"m": 1.0}, "test": {"m": 1.0}, "metric": "m", "direction": "max"}
+
+
+@pytest.fixture(scope="module")
+def student():
+    try:
+        return load_student_tokenizer(StudentTokenizerConfig())
+    except ArtifactError as e:
+        pytest.skip(f"offline Qwen3 tokenizer absent ({e})")
+
+
+def turns(n: int, observation: str = "o") -> list[dict]:
+    out = [{"role": "system", "content": "S"}, {"role": "user", "content": "T"}]
+    for i in range(1, n + 1):
+        out += [{"role": "assistant", "content": f"A{i}", "reasoning_content": f"R{i}"},
+                {"role": "user", "content": f"{observation}{i}"}]
+    return out
+
+
+def record(eid: str, messages: list[dict], scores=(SCORE,), **kw) -> TrajectoryRecord:
+    return TrajectoryRecord(run_id="r", task_id="t", task_hash="h", episode_id=eid, seed=0, model="m", policy="p",
+                            messages=messages, scores=list(scores), **kw)
+
+
+RECORDS = [
+    record("a", turns(1)),                                  # 26 tokens
+    record("b", turns(1)),                                  # the same tokens as a: duplicate
+    record("c", turns(1), scores=()),                       # no score
+    record("d", turns(1), infra_error="SandboxError: gone"),
+    record("e", turns(1, observation="<|endoftext|>")),     # special-token text
+    record("f", turns(2)),                                  # 40 tokens: cut after A2's <|im_end|>, at 32
+    record("g", turns(4)),                                  # 68 tokens: dropped
+]
+
+
+def test_episode_unit_end_to_end(student):
+    cfg = CurateConfig(sample_unit="episode", reasoning="drop", pack_tokens=64,
+                       filters={"max_tokens_drop": 60, "max_tokens_truncate": 35})
+    out = curate(RECORDS, student, cfg)
+    assert out.rejects == {"duplicate": 1, "infra_error": 1, "no_successful_score": 1, "over_max_tokens": 1,
+                           "special_token_in_text": 1}
+    assert out.counts == {"records": 7, "records_kept": 5, "samples": 2, "rows": 1, "tokens": 58,
+                          "supervised_tokens": 9}
+    assert [(s.sample_id, len(s.input_ids), s.turn_spans) for s in out.samples] == [
+        ("a", 26, [(15, 18)]), ("f", 32, [(15, 18), (29, 32)])]
+    assert [m["content"] for m in out.conversations[1].messages] == ["S", "T", "A1", "o1", "A2"]  # cut like its tokens
+    (row,) = out.packing.rows
+    assert (row.sample_ids, row.seq_lens, out.packing.efficiency) == (["a", "f"], [26, 32], 58 / 64)
+    assert student.tokenizer.convert_ids_to_tokens(row.input_ids[26 + 29:]) == ["A", "2", "<|im_end|>"]
+    assert row.position_ids == list(range(26)) + list(range(32))
+
+
+def test_step_unit_end_to_end_from_store_rows(student):
+    rows = records_to_table([record("a", turns(2)), record("b", turns(2), scores=())]).to_pylist()
+    out = curate(rows, student, CurateConfig(pack_tokens=128, filters={"max_tokens_drop": 100, "max_tokens_truncate": 64}))
+    assert out.rejects == {"no_successful_score": 1}
+    assert [(s.sample_id, len(s.input_ids), sum(s.loss_mask)) for s in out.samples] == [("a/0", 26, 10), ("a/1", 40, 10)]
+    assert [c.messages[-1] for c in out.conversations] == [
+        {"role": "assistant", "content": "A1", "reasoning_content": "R1"},
+        {"role": "assistant", "content": "A2", "reasoning_content": "R2"}]
+    assert out.counts["tokens"] == 66 and out.packing.rows[0].seq_lens == [26, 40]
+
+
+def test_episode_keep_is_refused_before_any_work(student):
+    with pytest.raises(ConfigError, match="sample_unit 'episode' with reasoning 'keep'"):
+        curate(RECORDS, student, CurateConfig(sample_unit="episode", reasoning="keep"))
+
+
+def test_docstring_examples():
+    result = doctest.testmod(pipeline_module)
+    assert result.failed == 0 and result.attempted > 0
