@@ -1,16 +1,26 @@
-"""Benchmark: the engine's own time per agent step (model and command time excluded), and sandbox reset vs start.
+"""Benchmark: the engine's own time per agent step (model and command time excluded), sandbox reset vs start,
+and the cost of one grading.
 
-Writes benchmarks/results/agent_step.json and prints one summary line. Goals: < 5 ms engine time per step on
-top of the runtime's exec cost; reset() of a reused sandbox at most half the time of a fresh start.
-Run: `.venv/bin/python benchmarks/agent_step.py [--runtimes local,docker] [--steps 60]`.
+Per runtime: the engine's time per step; the median exec (back to back, and after the machine idled as it does
+while the agent waits for its model), read_file and write_file; a fresh start (plus its
+first command) against a reset of a used sandbox (plus its first command), and their ratio; the time
+`TaskGrader.grade` takes for a tiny task whose grader needs only the standard library (so the figure is the
+sandbox's overhead, not pandas' import), the first grading (which starts the grader sandbox) apart from the
+warm ones. Writes benchmarks/results/agent_step.json (per runtime, plus `reset_over_start` by runtime) and
+prints one summary line. Goals: < 5 ms engine time per step on top of the runtime's exec cost; reset() of a
+reused sandbox at most half the time of a fresh start.
+Run: `.venv/bin/python benchmarks/agent_step.py [--runtimes local,docker] [--steps 64] [--repeats 5] [--gradings 10]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +34,22 @@ from engine.config import AgentConfig, SandboxConfig  # noqa: E402
 from engine.protocols import SandboxSpec  # noqa: E402
 from engine.sandbox import make_runtime  # noqa: E402
 from engine.tasks.folder import load_task  # noqa: E402
+from engine.tasks.grading import TaskGrader  # noqa: E402
 
 TASK = ROOT / "examples" / "tasks" / "wine-classification"
+IDLE_S = 0.2
+STDLIB_GRADER = '''import argparse, csv, json
+from pathlib import Path
+here = Path(__file__).resolve().parent
+p = argparse.ArgumentParser()
+p.add_argument("--submission_file", required=True)
+sub = {r["id"]: r["label"] for r in csv.DictReader(open(p.parse_args().submission_file))}
+out = {}
+for split in ("validation", "test"):
+    rows = list(csv.DictReader(open(here / f"labels_{split}.csv")))
+    out[split] = {"accuracy": sum(sub.get(r["id"]) == r["label"] for r in rows) / len(rows)}
+print(json.dumps(out))
+'''
 
 
 class TimedSandbox:
@@ -126,23 +150,94 @@ def bench_reset(runtime_name: str, repeats: int) -> dict:
     return {"fresh_start_ms_median": start_ms, "reset_ms_median": reset_ms, "reset_over_start": reset_ms / start_ms}
 
 
+def _median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def _after_idle_ms(fn, n: int) -> float:
+    """Median time of `fn` run after the machine idled IDLE_S, as a command runs after the agent's model call
+    (back to back, caches and CPUs are warm and some costs hide)."""
+    times = []
+    for _ in range(n):
+        time.sleep(IDLE_S)
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def bench_ops(runtime_name: str, repeats: int) -> dict:
+    """Median time of the per-command primitives on a started sandbox."""
+    task = load_task(TASK)
+    runtime = make_runtime(SandboxConfig(runtime=runtime_name), run_id="bench")
+    spec = SandboxSpec(workspace=task.workspace_dir, labels={"run_id": "bench", "task_id": task.id})
+    n = 4 * repeats
+    with runtime.start(spec) as sb, tempfile.TemporaryDirectory(prefix="synthscale-bench-") as tmp:
+        return {"exec_true_ms_median": _median_ms(lambda: sb.exec("true", timeout_s=25), n),
+                "exec_after_idle_ms_median": _after_idle_ms(lambda: sb.exec("true", timeout_s=25), 2 * repeats),
+                "read_file_ms_median": _median_ms(lambda: sb.read_file("baseline.py"), n),
+                "write_file_ms_median": _median_ms(lambda: sb.write_file("out/x.txt", b"x" * 4096), n),
+                "copy_out_ms_median": _median_ms(lambda: sb.copy_out("baseline.py", Path(tmp) / "b.py"), n)}
+
+
+def tiny_task(dest: Path) -> Path:
+    """The wine task with its answer in the workspace and a standard-library grader (no pandas import)."""
+    root = dest / "tiny-wine"
+    shutil.copytree(TASK, root)
+    labels = [TASK / "grader" / f"labels_{split}.csv" for split in ("validation", "test")]
+    rows = [r for path in labels for r in csv.DictReader(path.open())]
+    answer = "id,label\n" + "".join(f"{r['id']},{r['label']}\n" for r in rows)
+    (root / "workspace" / "submission.csv").write_text(answer)
+    (root / "grader" / "evaluate.py").write_text(STDLIB_GRADER)
+    return root
+
+
+def bench_grading(runtime_name: str, gradings: int) -> dict:
+    """`TaskGrader.grade` of a correct submission: the first (grader sandbox started) and the warm ones."""
+    runtime = make_runtime(SandboxConfig(runtime=runtime_name), run_id="bench")
+    with tempfile.TemporaryDirectory(prefix="synthscale-bench-") as tmp:
+        task = load_task(tiny_task(Path(tmp)))
+        spec = SandboxSpec(workspace=task.workspace_dir, labels={"run_id": "bench", "task_id": task.id})
+        times = []
+        with runtime.start(spec) as sb, TaskGrader(task, runtime, timeout_s=60, labels={"run_id": "bench"}) as grader:
+            for _ in range(gradings + 1):
+                t0 = time.perf_counter()
+                grade = grader.grade(sb)
+                times.append(time.perf_counter() - t0)
+                if grade.error is not None or grade.test != {"accuracy": 1.0}:
+                    raise RuntimeError(f"the benchmark's grading failed: {grade}")
+    return {"first_grading_ms": times[0] * 1000, "grading_ms_median": statistics.median(times[1:]) * 1000}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runtimes", default="local,docker")
     ap.add_argument("--steps", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gradings", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_step.json"))
     args = ap.parse_args()
     results: dict = {}
     for name in args.runtimes.split(","):
-        results[name] = {**bench_steps(name, args.steps), **bench_reset(name, args.repeats)}
+        results[name] = {**bench_steps(name, args.steps), **bench_ops(name, args.repeats),
+                         **bench_reset(name, args.repeats), **bench_grading(name, args.gradings)}
+    results["reset_over_start"] = {k: v["reset_over_start"] for k, v in results.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
     summary = "; ".join(
         f"{k}: engine {v['engine_ms_per_step_median']:.2f} ms/step (p90 {v['engine_ms_per_step_p90']:.2f}), "
-        f"exec {v['runtime_ms_per_step_median']:.1f} ms, reset {v['reset_ms_median']:.0f} ms vs start "
-        f"{v['fresh_start_ms_median']:.0f} ms ({v['reset_over_start']:.2f}x)" for k, v in results.items())
-    print(f"agent_step: {summary}")
+        f"exec {v['exec_true_ms_median']:.1f} ms (after idle {v['exec_after_idle_ms_median']:.1f}, read "
+        f"{v['read_file_ms_median']:.1f}, write "
+        f"{v['write_file_ms_median']:.1f}), reset {v['reset_ms_median']:.0f} ms vs start "
+        f"{v['fresh_start_ms_median']:.0f} ms, grading {v['grading_ms_median']:.0f} ms (first "
+        f"{v['first_grading_ms']:.0f} ms)" for k, v in results.items() if k != "reset_over_start")
+    ratios = ", ".join(f"{k} {v:.2f}x" for k, v in results["reset_over_start"].items())
+    print(f"agent_step: {summary}; reset/start: {ratios}")
 
 
 if __name__ == "__main__":

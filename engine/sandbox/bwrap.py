@@ -1,5 +1,6 @@
-"""Builds bubblewrap (bwrap) command lines for the local runtime: which host folders are visible (read-only),
-the private mounts, namespaces, environment, and the drop to the unprivileged uid; reads /etc/passwd."""
+"""Builds the local runtime's command lines: bubblewrap's options (which host folders are visible, read-only;
+the private mounts, namespaces, environment), entering a sandbox's namespaces, the drop to the unprivileged
+uid and the limits; reads /etc/passwd."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from engine.sandbox.common import HOME, SYSTEM_PATH, WORKDIR, minimal_env
 
 SYSTEM_DIRS = ("/usr", "/etc")
 TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+AGENT_UMASK = 0o022
+"""The sandbox user's umask, set explicitly so that files the runtime creates for it get the same modes."""
 
 
 def interpreter_prefixes() -> list[str]:
@@ -93,13 +96,16 @@ def bwrap_argv(
     network: bool,
     gpu_ids: list[str],
     user_namespace_uid: int | None,
+    die_with_parent: bool = True,
 ) -> list[str]:
     """The bwrap options (without the command) for one sandboxed process.
 
     `workspace_dir` (host) appears at /home/agent/workspace; `etc_dir` holds the generated passwd and group;
     /tmp and $HOME are fresh tmpfs of `scratch_mb` each; `user_namespace_uid` maps the caller to that uid in
-    a new user namespace (the non-root mode; as root the uid is dropped with setpriv instead)."""
-    args = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    a new user namespace (the non-root mode; as root the uid is dropped with setpriv instead). Without
+    `die_with_parent` the sandbox outlives the thread that started it (a namespace holder ends otherwise)."""
+    args = ["bwrap", *(["--die-with-parent"] if die_with_parent else []), "--new-session", "--unshare-pid"]
+    args += ["--unshare-ipc", "--unshare-uts"]
     args += ["--unshare-cgroup-try", "--hostname", "sandbox"]
     if not network:
         args += ["--unshare-net"]
@@ -119,17 +125,29 @@ def bwrap_argv(
     args += ["--perms", "1777", "--size", size, "--tmpfs", HOME]
     args += _interpreter_args()
     args += ["--bind", str(workspace_dir), WORKDIR, "--chdir", WORKDIR]
-    env = minimal_env(sandbox_path_env())
-    if gpu_ids:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     args += ["--clearenv"]
-    for key, value in env.items():
+    for key, value in sandbox_env(gpu_ids).items():
         args += ["--setenv", key, value]
     return args
 
 
+def sandbox_env(gpu_ids: list[str]) -> dict[str, str]:
+    """The whole environment of a sandboxed command: the minimal one, plus the GPUs it owns."""
+    env = minimal_env(sandbox_path_env())
+    if gpu_ids:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+    return env
+
+
+def nsenter_argv(pid: int) -> list[str]:
+    """Enter the sandbox whose init is host pid `pid` (a `NamespaceHolder`): its mounts and root, pid, ipc,
+    uts and network namespaces, forking so that the command is inside the pid namespace. The caller's
+    environment passes through (bwrap's --setenv applies to the holder only)."""
+    return ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "--root", "--wd", "--"]
+
+
 def drop_privileges_argv(uid: int) -> list[str]:
-    """Inside bwrap as root: become `uid` with no capabilities, no supplementary groups, and no way back
+    """Inside the sandbox as root: become `uid` with no capabilities, no supplementary groups, and no way back
     (no_new_privs blocks setuid binaries), so rlimits and file permissions bind."""
     return [
         "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
@@ -137,14 +155,20 @@ def drop_privileges_argv(uid: int) -> list[str]:
     ]  # fmt: skip
 
 
-def rlimit_argv(*, nproc: int | None, data_bytes: int | None, file_size_bytes: int) -> list[str]:
-    """`prlimit` prefix setting soft and hard limits for the command and its children.
+def limits_script(*, nproc: int | None, data_bytes: int | None, file_size_bytes: int) -> str:
+    """Shell text that sets soft and hard limits for itself and its children (bash's `ulimit`, in KiB), then the
+    umask the runtime assumes when it creates files for the agent; it runs as the sandbox user, before the
+    command, in the same bash (a `prlimit` process per command costs more). A user cannot raise a hard limit.
 
     Memory uses RLIMIT_DATA (private writable memory, Linux >= 4.7), not RLIMIT_AS: numpy/OpenBLAS reserve
-    large address ranges they never touch, so an address-space cap breaks imports long before memory runs out."""
-    args = ["prlimit", f"--fsize={file_size_bytes}", "--core=0"]
+    large address ranges they never touch, so an address-space cap breaks imports long before memory runs out.
+
+    >>> limits_script(nproc=64, data_bytes=2**30, file_size_bytes=2**20)
+    'ulimit -f 1024 -c 0 -u 64 -d 1048576 && umask 022'
+    """
+    limits = f"ulimit -f {max(1, file_size_bytes // 1024)} -c 0"
     if nproc is not None:
-        args.append(f"--nproc={nproc}")
+        limits += f" -u {nproc}"
     if data_bytes is not None:
-        args.append(f"--data={data_bytes}")
-    return args + ["--"]
+        limits += f" -d {max(1, data_bytes // 1024)}"
+    return limits + f" && umask {AGENT_UMASK:03o}"

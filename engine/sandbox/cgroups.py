@@ -104,11 +104,13 @@ class SandboxCgroup:
                 pass
         return sorted(found)
 
-    def kill_all(self, wait_s: float = 5.0) -> bool:
-        """SIGKILL every process in the cgroup until it is empty; False if some survived `wait_s`."""
+    def kill_all(self, wait_s: float = 5.0, keep_root: bool = False) -> bool:
+        """SIGKILL every process in the cgroup (with `keep_root`, every one not owned by root: the sandbox
+        user's, not the runtime's own helpers) until none is left; False if some survived `wait_s`."""
         deadline = time.monotonic() + wait_s
+        pause_s = 0.0005  # a killed process leaves the cgroup within a millisecond or so: look again soon
         while True:
-            pids = self.pids()
+            pids = [p for p in self.pids() if not keep_root or _owner(p) != 0]
             if not pids:
                 return True
             if time.monotonic() > deadline:
@@ -119,7 +121,8 @@ class SandboxCgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.02)
+            time.sleep(pause_s)
+            pause_s = min(2 * pause_s, 0.02)
 
     def remove(self) -> None:
         """Kill what is left and delete the cgroup folders (best effort, logged)."""
@@ -135,3 +138,10 @@ class SandboxCgroup:
                     time.sleep(0.02)
             else:
                 logger.warning("could not remove cgroup %s", d)
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None  # gone

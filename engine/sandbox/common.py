@@ -97,7 +97,7 @@ def bash_script(command: str, cwd: str) -> str:
 def raise_file_error(path: str, exit_code: int, stderr: bytes) -> None:
     """Turn a failed `cat`/write inside the sandbox into the OSError Python would raise for it."""
     message = decode_output(stderr).strip() or f"exit code {exit_code}"
-    if "No such file" in message or "Not a directory" in message:
+    if "No such file" in message or "Not a directory" in message or "Directory nonexistent" in message:  # dash's
         raise FileNotFoundError(2, f"{message}", path)
     if "Permission denied" in message or "Read-only file system" in message or "Operation not permitted" in message:
         raise PermissionError(13, f"{message}", path)

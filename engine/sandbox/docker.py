@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -162,10 +163,10 @@ class DockerSandbox:
         self.client, self.cfg, self.spec = client, cfg, spec
         self._closed = False
         self.container = None
-        self._tmp = Path(tempfile.mkdtemp(prefix="synthscale-docker-"))
+        tmp = Path(tempfile.mkdtemp(prefix="synthscale-docker-"))  # only while starting: nothing to leave behind
         try:
-            starter = workspace_tar(spec.workspace, spec.read_only_paths, cfg.uid, self._tmp / "starter.tar")
-            outer = wrap_file_in_tar(starter, Path(STARTER_TAR).name, self._tmp / "upload.tar")
+            starter = workspace_tar(spec.workspace, spec.read_only_paths, cfg.uid, tmp / "starter.tar")
+            outer = wrap_file_in_tar(starter, Path(STARTER_TAR).name, tmp / "upload.tar")
             self.container = self._call("create the container", client.containers.create, **kwargs)
             self._call("start the container", self.container.start)
             with outer.open("rb") as f:
@@ -175,8 +176,7 @@ class DockerSandbox:
             self.close()
             raise
         finally:
-            for p in self._tmp.glob("*.tar"):
-                p.unlink()
+            shutil.rmtree(tmp, ignore_errors=True)
         logger.info("task container %s started for %s", self.container.short_id, spec.labels.get("task_id", "?"))
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -283,17 +283,21 @@ class DockerSandbox:
     # ----- lifecycle -----
 
     def _restore(self, kill_first: bool) -> None:
-        # one exec (each costs a round trip to dockerd): kill, empty the scratch mounts, unpack the starter
+        # one exec (each costs a round trip to dockerd): kill, empty every place the agent can write (the
+        # scratch mounts, POSIX message queues, and SysV IPC objects, which outlive their processes in the
+        # container's IPC namespace and only their owner may remove), unpack the starter
         self._root(
             (KILL_AGENT_SCRIPT + "; " if kill_first else "")
-            + f"find {WORKDIR} /tmp /var/tmp /dev/shm -mindepth 1 -delete 2>/dev/null; "
+            + f"find {WORKDIR} /tmp /var/tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null; "
             f"find {HOME} -mindepth 1 -maxdepth 1 ! -path {WORKDIR} -exec rm -rf {{}} +; "
+            'setpriv --reuid="$1" --regid="$1" --clear-groups ipcrm --all 2>/dev/null; '
             f"tar -xpf {STARTER_TAR} -C {WORKDIR} --numeric-owner",
             str(self.cfg.uid),
         )
 
     def reset(self) -> None:
-        """Kill the agent's processes and restore the starter workspace (and empty $HOME, /tmp)."""
+        """Kill the agent's processes and restore the starter workspace; empty $HOME, /tmp, /var/tmp, /dev/shm
+        and the message queues, and remove the agent's SysV IPC objects."""
         self._check_open()
         self._restore(kill_first=True)
 
@@ -309,9 +313,6 @@ class DockerSandbox:
                 pass
             except _docker().errors.DockerException as e:
                 logger.warning("could not remove container %s: %s (the reaper will)", self.container.short_id, e)
-        for p in self._tmp.glob("*"):
-            p.unlink()
-        self._tmp.rmdir()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,4 +1,5 @@
-"""Runs a host process with a deadline and a cap on the output kept: the local runtime's exec primitive.
+"""Runs a host process with a deadline and a cap on the output kept, ending what it leaves running: the local
+runtime's exec primitive (`launch`, or an `ArmedBash` started before its script is known, then `finish`).
 Reads the process's merged stdout/stderr; writes nothing."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import shlex
 import signal
 import subprocess
 import time
@@ -22,77 +24,116 @@ DRAIN_AFTER_KILL_S = 5.0
 READ_CHUNK_BYTES = 65536
 
 
-def _popen(argv: list[str], env: dict[str, str], cwd: Path | None, stdin: int) -> subprocess.Popen:
+def launch(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, pass_fds: tuple[int, ...] = ()
+           ) -> subprocess.Popen:
+    """Start `argv` for `finish`: stdin /dev/null, stdout and stderr merged into one pipe, its own session (the
+    timeout kills the whole process group, and signals to ours never reach it)."""
     try:
-        # own session: the timeout kills the whole process group, and signals to ours never reach it
         return subprocess.Popen(
-            argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-            start_new_session=True,
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+            start_new_session=True, pass_fds=pass_fds,
         )  # fmt: skip
     except OSError as e:
         raise SandboxError(f"could not start {argv[0]!r}: {e}; check the sandbox runtime's installation") from e
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group `proc` leads (`launch` makes every process a group leader)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def _pump(proc: subprocess.Popen, buf: OutputBuffer, deadline: float) -> bool:
-    """Read until EOF or `deadline` (monotonic); True when EOF was reached."""
+EOF, EXITED, DEADLINE = "eof", "exited", "deadline"
+
+
+def _exit_fd(proc: subprocess.Popen) -> int | None:
+    """A pidfd that becomes readable when `proc` exits (without reaping it), or None on kernels before 5.3."""
+    try:
+        return os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _pump(proc: subprocess.Popen, buf: OutputBuffer, deadline: float, exit_fd: int | None) -> str:
+    """Read until EOF, until the process exits (when `exit_fd` is given) or until `deadline` (monotonic)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
+        if exit_fd is not None:
+            sel.register(exit_fd, selectors.EVENT_READ)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
-            if not sel.select(timeout=remaining):
-                continue
-            chunk = os.read(fd, READ_CHUNK_BYTES)
-            if not chunk:
-                return True
-            buf.feed(chunk)
+                return DEADLINE
+            ready = {key.fd for key, _ in sel.select(timeout=remaining)}
+            if fd in ready:
+                chunk = os.read(fd, READ_CHUNK_BYTES)
+                if not chunk:
+                    return EOF
+                buf.feed(chunk)
+            elif exit_fd in ready:
+                return EXITED
 
 
-def run_capped(
-    argv: list[str],
+def _wait_exit(proc: subprocess.Popen, exit_fd: int | None, timeout_s: float) -> None:
+    """Wait for `proc` to exit without reaping it (its pid, which is also its process group's id, stays
+    reserved, so signalling the group cannot reach an unrelated process that reused the number)."""
+    if exit_fd is not None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(exit_fd, selectors.EVENT_READ)
+            sel.select(timeout=timeout_s)
+
+
+def finish(
+    proc: subprocess.Popen,
     *,
     timeout_s: float,
     max_output_bytes: int,
-    env: dict[str, str],
-    cwd: Path | None = None,
     on_timeout: Callable[[], None] | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> ExecResult:
-    """Run `argv` with stdout and stderr merged; keep the first `max_output_bytes` and keep draining the
-    rest (so the process never blocks on a full pipe). At `timeout_s` the process group is SIGKILLed and
-    `on_timeout` runs (to kill what escaped the group); the result then has timed_out=True."""
+    """Collect a process started by `launch` (its clock starts now), stdout and stderr merged; keep the first
+    `max_output_bytes` and keep draining the rest (so the process never blocks on a full pipe). At `timeout_s`
+    the process group is SIGKILLed and `on_timeout` runs (to kill what escaped the group); the result then has
+    timed_out=True.
+
+    With `on_exit`, what the command leaves running ends with it: as soon as the process exits, its process
+    group is SIGKILLed and `on_exit` runs (to kill what left the group), then the output is drained (background
+    jobs would otherwise hold it open)."""
     buf = OutputBuffer(max_output_bytes)
     start = time.monotonic()
-    proc = _popen(argv, env, cwd, subprocess.DEVNULL)
+    exit_fd = _exit_fd(proc) if on_exit is not None else None
     timed_out = False
     try:
-        if not _pump(proc, buf, start + timeout_s):
+        state = _pump(proc, buf, start + timeout_s, exit_fd)
+        if state == DEADLINE:
             timed_out = True
-            _kill_group(proc)
+            kill_group(proc)
             if on_timeout is not None:
                 on_timeout()
-            if not _pump(proc, buf, time.monotonic() + DRAIN_AFTER_KILL_S):
-                logger.warning("output of %s still open %.0fs after the kill; abandoning it", argv[0], DRAIN_AFTER_KILL_S)
+        elif on_exit is not None:
+            if state == EOF:  # the output closed first: the command may still be finishing
+                _wait_exit(proc, exit_fd, DRAIN_AFTER_KILL_S)
+            kill_group(proc)
+            on_exit()
+        if state != EOF and _pump(proc, buf, time.monotonic() + DRAIN_AFTER_KILL_S, None) != EOF:
+            logger.warning("output of %s still open %.0fs after the kill; abandoning it", proc.args[0], DRAIN_AFTER_KILL_S)
         try:
             returncode = proc.wait(timeout=DRAIN_AFTER_KILL_S)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             returncode = proc.wait()
     finally:
         if proc.poll() is None:
-            _kill_group(proc)
+            kill_group(proc)
             proc.wait()
         assert proc.stdout is not None
         proc.stdout.close()
+        if exit_fd is not None:
+            os.close(exit_fd)
     exit_code = 128 - returncode if returncode < 0 else returncode
     return ExecResult(
         exit_code=exit_code,
@@ -117,3 +158,67 @@ def run_raw(
     except OSError as e:
         raise SandboxError(f"could not start {argv[0]!r}: {e}") from e
     return proc.returncode, proc.stdout, proc.stderr
+
+
+class ArmedBash:
+    """`prefix + bash` started before its script is known, so that what starting it costs is paid while nobody
+    waits: above all joining the sandbox's cgroup, a migration that waits for an RCU grace period (~10 ms on an
+    idle machine, the larger part of a local command's cost). `fire` hands it the script, which then runs
+    exactly as `bash -c script` would; its output and exit come from `finish`."""
+
+    MAX_SCRIPT_BYTES = 60_000  # fits in a pipe's buffer, so handing it over never blocks
+
+    def __init__(self, prefix: list[str], env: dict[str, str], then: list[str] = ()) -> None:
+        """`prefix + bash` waits for the script, then execs `then + bash -c script` (`then`: the uid drop, say,
+        so that the waiting process is not the agent's). An empty script makes it exit."""
+        read_end, self._script = os.pipe()
+        run = shlex.join([*then, "bash", "-c"])
+        shell = f'IFS= read -r -d "" s <&{read_end}; [ -n "$s" ] || exit 0; exec {read_end}<&-; exec {run} "$s"'
+        try:
+            self.proc = launch([*prefix, "bash", "-c", shell, "bash"], env=env, pass_fds=(read_end,))
+        except BaseException:
+            os.close(self._script)
+            raise
+        finally:
+            os.close(read_end)
+
+    def fire(self, script: str) -> subprocess.Popen | None:
+        """The process, now running `script`; None (and this one released) when it died meanwhile, or the
+        script is too long to hand over at once or holds a NUL (which `read` would stop at)."""
+        data = script.encode()
+        if self.proc.poll() is not None or len(data) > self.MAX_SCRIPT_BYTES or b"\0" in data:
+            self.release()
+            return None
+        try:
+            os.write(self._script, data)
+        except BrokenPipeError:
+            self.release()
+            return None
+        os.close(self._script)
+        self._script = -1
+        return self.proc
+
+    def release(self) -> None:
+        """Let it exit on its own (it reads an empty script), without waiting. Killing it instead could kill
+        the `nsenter` in front of it before it reaped the process it started inside the sandbox, which then
+        holds up the namespace's end for seconds."""
+        if self._script != -1:
+            os.close(self._script)
+            self._script = -1
+
+    def reap(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for it to exit (after `release`, or once its sandbox ended); True when gone."""
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL it and wait (for one that did not exit when released)."""
+        kill_group(self.proc)
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import tempfile
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -27,7 +27,14 @@ class Grade(BaseModel):
 
 
 class TaskGrader:
-    """Owns the grader sandbox of one task (started lazily, reset between gradings); close it with `with`."""
+    """Owns the grader sandbox of one task; close it with `with`.
+
+    The sandbox is started at the first grading (or by `prepare`) and kept for the task's later gradings. It is
+    brought back to its starter state (killed processes, starter workspace, empty scratch) before every grading
+    but the first after it started or was prepared, so that no grading can see what another left, even when a
+    submission runs code in the grader. A reset costs a few milliseconds on the local runtime and one
+    `docker exec` on Docker; `prepare` lets a caller pay it off the critical path. Thread-safe: `prepare` may
+    run in another thread while the agent plays (a grading then waits for it)."""
 
     def __init__(self, task: TaskSpec, runtime: Runtime, *, timeout_s: float, labels: dict[str, str] | None = None):
         self.task = task
@@ -35,6 +42,8 @@ class TaskGrader:
         self.timeout_s = timeout_s
         self.labels = dict(labels or {})
         self._sandbox: Sandbox | None = None
+        self._clean = False  # the sandbox is at its starter state: no grading ran since it started or was reset
+        self._lock = threading.Lock()
 
     def __enter__(self) -> TaskGrader:
         return self
@@ -43,16 +52,21 @@ class TaskGrader:
         self.close()
 
     def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
-            self._sandbox = None
+        with self._lock:
+            if self._sandbox is not None:
+                sandbox, self._sandbox = self._sandbox, None
+                sandbox.close()
+
+    def prepare(self) -> None:
+        """Have the grader sandbox started and at its starter state now, so that the next grading goes straight
+        to the grader. Does nothing when it already is; SandboxError when it cannot start or reset."""
+        with self._lock:
+            self._prepare()
 
     def grade(self, agent_sandbox: Sandbox) -> Grade:
         """Find the artefact in the agent's sandbox and grade it; agent mistakes come back as `Grade.error`."""
-        listing = agent_sandbox.exec("find . -maxdepth 3 -type f -not -path './.*' | sort", timeout_s=25).output
-        files = [f.strip()[2:] for f in listing.split("\n") if f.strip().startswith("./")]
         try:
-            artefact = resolve_artefact(self.task, files)
+            artefact = resolve_artefact(self.task, _listing(self.task, agent_sandbox))
         except (TaskError, GradingError) as e:
             return Grade(error=f"submission_not_found: {e}")
         if self.task.config.grading == "mlgym":
@@ -60,20 +74,26 @@ class TaskGrader:
         if artefact is None:
             raise TaskError(f"{self.task.root}: task_entrypoint {self.task.config.task_entrypoint} has no file "
                             "artefact and cannot be graded separately; set grading: mlgym")
-        if artefact not in files:
+        try:
+            data = agent_sandbox.read_file(artefact)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return Grade(error=f"submission_not_found: no {artefact} in the workspace", artefact=artefact)
-        with tempfile.TemporaryDirectory(prefix="synthscale-grade-") as tmp:
-            local = Path(tmp) / Path(artefact).name
-            agent_sandbox.copy_out(artefact, local)
-            return self.grade_file(local, artefact)
+        except PermissionError:
+            return Grade(error=f"submission_not_found: {artefact} is not readable (check its permissions)",
+                         artefact=artefact)
+        return self._grade_bytes(data, Path(artefact).name, artefact)
 
     def grade_file(self, artefact_file: Path, artefact: str | None = None) -> Grade:
         """Grade a host file as the task's artefact in the grader sandbox (validation and test rows)."""
-        name = artefact_file.name
-        sandbox = self._grader_sandbox()
-        sandbox.write_file(name, artefact_file.read_bytes())
-        result = sandbox.exec(grader_command(self.task, name), timeout_s=self.timeout_s)
-        return self._to_grade(result.output, result.exit_code, result.timed_out, artefact or name)
+        return self._grade_bytes(artefact_file.read_bytes(), artefact_file.name, artefact or artefact_file.name)
+
+    def _grade_bytes(self, data: bytes, name: str, artefact: str) -> Grade:
+        with self._lock:
+            sandbox = self._prepare()
+            self._clean = False
+            sandbox.write_file(name, data)
+            result = sandbox.exec(grader_command(self.task, name), timeout_s=self.timeout_s)
+        return self._to_grade(result.output, result.exit_code, result.timed_out, artefact)
 
     def _grade_in_place(self, agent_sandbox: Sandbox, artefact: str | None) -> Grade:
         """MLGym's way: its evaluate.py runs in the agent's own sandbox."""
@@ -95,12 +115,25 @@ class TaskGrader:
             return Grade(error=f"evaluation_format_error: {e}", artefact=artefact)
         return Grade(validation=validation, test=test, artefact=artefact)
 
-    def _grader_sandbox(self) -> Sandbox:
+    def _prepare(self) -> Sandbox:
+        """The grader sandbox at its starter state (caller holds the lock)."""
         if self._sandbox is None:
             if not (self.task.grader_dir / "evaluate.py").is_file():
                 raise TaskError(f"{self.task.grader_dir}/evaluate.py: missing; a task graded separately needs its grader")
             spec = SandboxSpec(workspace=self.task.grader_dir, labels={**self.labels, "role": "grader"})
             self._sandbox = self.runtime.start(spec)
-        else:
+        elif not self._clean:
             self._sandbox.reset()
+        self._clean = True
         return self._sandbox
+
+
+def _listing(task: TaskSpec, agent_sandbox: Sandbox) -> list[str]:
+    """The workspace's files, listed only where the artefact's name depends on them (a Model task without a
+    submission_path takes the first *.yaml); every other entrypoint names a fixed file (or none), whose absence
+    the grading then finds when it reads it, one command fewer."""
+    cfg = task.config
+    if cfg.task_entrypoint != "ModelSubmissionTasks" or cfg.submission_path:
+        return []
+    listing = agent_sandbox.exec("find . -maxdepth 3 -type f -not -path './.*' | sort", timeout_s=25).output
+    return [f.strip()[2:] for f in listing.split("\n") if f.strip().startswith("./")]

@@ -295,19 +295,36 @@ def _keep_indices(episode_ids: list[str], infra_errors: list[str | None]) -> lis
 def read_trajectory_table(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None,
                           columns: Sequence[str] | None = None) -> pa.Table:
     """All stored episodes as one deduplicated table (``columns`` picks a subset; the dedup keys are always read)."""
-    fs, base = trajectories_dir(run_dir, fs)
+    return read_stores([run_dir], columns, fs=fs)
+
+
+def read_stores(run_dirs: Sequence[str | os.PathLike], columns: Sequence[str] | None = None, *,
+                fs: pafs.FileSystem | None = None, with_path: bool = False) -> pa.Table:
+    """Several runs' stores as one table, deduplicated across them exactly as one store is (runs in the order
+    given, each one's shards in name order). ``with_path`` adds a ``path`` column: the shard each row came from
+    (a path inside its filesystem, as Ray Data's ``include_paths`` gives it)."""
     want = list(columns) if columns is not None else None
     read_cols = None if want is None else list(dict.fromkeys([*want, "episode_id", "infra_error"]))
-    tables = [read_shard(fs, p, read_cols) for p in _list_shards(fs, base)]
+    tables = []
+    for run_dir in run_dirs:
+        run_fs, base = trajectories_dir(run_dir, fs)
+        for p in _list_shards(run_fs, base):
+            table = read_shard(run_fs, p, read_cols)
+            tables.append(table.append_column("path", pa.array([p] * table.num_rows, pa.string())) if with_path
+                          else table)
     if not tables:
         empty = TRAJECTORY_SCHEMA.empty_table()
-        return empty if want is None else empty.select(want)
+        empty = empty if want is None else empty.select(want)
+        return empty.append_column("path", pa.array([], pa.string())) if with_path else empty
     table = pa.concat_tables(tables)
     keep = _keep_indices(table.column("episode_id").to_pylist(), table.column("infra_error").to_pylist())
     if len(keep) < table.num_rows:
-        log.info("trajectory store %s: dropped %d duplicate rows", run_dir, table.num_rows - len(keep))
+        log.info("trajectory stores %s: dropped %d duplicate rows", [os.fspath(r) for r in run_dirs],
+                 table.num_rows - len(keep))
         table = table.take(pa.array(keep, type=pa.int64()))
-    return table if want is None else table.select(want)
+    if want is None:
+        return table
+    return table.select([*want, "path"] if with_path else want)
 
 
 def read_trajectories(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None) -> list[TrajectoryRecord]:

@@ -1,10 +1,8 @@
-"""Integration tests of the Docker runtime against a real dockerd and the task image (synthscale-task:latest,
-built by cluster/images/build-offline.sh), plus exact checks of the container arguments (no Docker needed)."""
+"""What only the Docker runtime does, against a real dockerd and the task image (synthscale-task:latest, built by
+cluster/images/build-offline.sh), plus exact checks of the container arguments (no Docker needed). The
+behaviour it shares with the local runtime is in test_sandbox_contract.py."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
 
 import docker
 import pytest
@@ -12,99 +10,79 @@ import pytest
 from engine.config import SandboxConfig
 from engine.errors import SandboxError
 from engine.protocols import SandboxSpec
-from engine.sandbox import make_runtime
 from engine.sandbox.common import WORKDIR
 from engine.sandbox.docker import MANAGED_LABEL, DockerRuntime, container_kwargs, reap
 
 try:
-    from tests.integration.sandbox_fixtures import SandboxContract, docker_problem, make_task_dir, remove_task_dir, small_config, task_spec
+    from tests.integration import sandbox_fixtures as fx
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from sandbox_fixtures import SandboxContract, docker_problem, make_task_dir, remove_task_dir, small_config, task_spec
+    import sandbox_fixtures as fx
 
 IMAGE = SandboxConfig().image
-
-
-PROBLEM = docker_problem(IMAGE)
+PROBLEM = fx.docker_problem(IMAGE)
 needs_docker = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
 
 
 def docker_config(**overrides: object) -> SandboxConfig:
-    return small_config(runtime="docker", **overrides)
+    return fx.small_config(runtime="docker", **overrides)
 
 
 @pytest.fixture(scope="module")
 def task_dir():
-    root = make_task_dir()
+    root = fx.make_task_dir()
     yield root
-    remove_task_dir(root)
+    fx.remove_task_dir(root)
 
 
 @pytest.fixture(scope="module")
-def runtime():
+def sandbox(task_dir):
     if PROBLEM is not None:
         pytest.skip(PROBLEM)
-    rt = DockerRuntime(docker_config(), "it-docker")
-    rt.reap_leftovers()
-    yield rt
-    rt.reap_leftovers()
-
-
-@pytest.fixture(scope="module")
-def sandbox(runtime, task_dir):
-    with runtime.start(task_spec(task_dir)) as sb:
+    runtime = DockerRuntime(docker_config(), "it-docker")
+    runtime.reap_leftovers()
+    with runtime.start(fx.task_spec(task_dir)) as sb:
         yield sb
 
 
 @needs_docker
 @pytest.mark.docker
-class TestDockerSandbox(SandboxContract):
-    def test_escaped_processes_die_at_reset(self, sandbox):
-        escape = "setsid sh -c 'touch escaped; exec sleep 300' > /dev/null 2>&1 < /dev/null &"
-        sandbox.exec(f"{escape} until [ -e escaped ]; do sleep 0.01; done", timeout_s=30)
-        count = "ps -eo user=,comm= | grep -c '^agent *sleep$' || true"
-        assert sandbox.exec(count, timeout_s=30).output.strip() == "1"  # setsid left the command's group
-        sandbox.reset()
-        assert sandbox.exec(count, timeout_s=30).output.strip() == "0"
-
-    def test_container_is_labelled_and_limited(self, sandbox):
-        sandbox.container.reload()
-        attrs = sandbox.container.attrs
-        labels = attrs["Config"]["Labels"]
-        assert labels["synthscale.run_id"] == "it-docker"
-        assert labels["synthscale.task_id"] == "contract-task"
-        assert labels[MANAGED_LABEL] == "1"
-        host = attrs["HostConfig"]
-        assert (host["NetworkMode"], host["Memory"], host["PidsLimit"]) == ("none", 512 * 1024 * 1024, 64)
-        assert host["Tmpfs"][WORKDIR].startswith("size=32m,")
+def test_escaped_processes_live_until_the_reset(sandbox):
+    """A command's process group ends with it, but a process that left the group (setsid) lives on in the
+    container until the reset kills every process of the agent."""
+    sandbox.reset()
+    escape = "setsid sh -c 'touch escaped; exec sleep 300' > /dev/null 2>&1 < /dev/null &"
+    sandbox.exec(f"{escape} until [ -e escaped ]; do sleep 0.01; done", timeout_s=30)
+    count = "ps -eo user=,comm= | grep -c '^agent *sleep$' || true"
+    assert sandbox.exec(count, timeout_s=30).output.strip() == "1"
+    sandbox.reset()
+    assert sandbox.exec(count, timeout_s=30).output.strip() == "0"
 
 
 @needs_docker
 @pytest.mark.docker
-def test_reaper_removes_leftovers(task_dir):
-    """A container whose owning process died (a crashed worker) is reaped; a live process's container of
-    the same run, and another run's, are left alone."""
+def test_container_is_limited(sandbox):
+    sandbox.container.reload()
+    host = sandbox.container.attrs["HostConfig"]
+    assert (host["NetworkMode"], host["Memory"], host["PidsLimit"]) == ("none", 512 * 1024 * 1024, 64)
+    assert host["Tmpfs"][WORKDIR].startswith("size=32m,")
+    assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+
+
+@needs_docker
+@pytest.mark.docker
+def test_reap_removes_every_container_of_one_run(task_dir):
+    """`reap(client, run_id)` (the CLI's cleanup) removes a run's containers whoever owns them, and no other run's."""
     client = docker.from_env()
-    mine = DockerRuntime(docker_config(), "it-docker-reap", client=client)
-    other = DockerRuntime(docker_config(), "it-docker-other", client=client)
-    code = ("import sys; from engine.sandbox.docker import DockerRuntime; from engine.config import SandboxConfig; "
-            "from engine.protocols import SandboxSpec; "
-            "rt = DockerRuntime(SandboxConfig(runtime='docker', memory_mb=512), 'it-docker-reap'); "
-            f"sb = rt.start(SandboxSpec(workspace={str(task_dir / 'workspace')!r})); print(sb.container.id)")
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    leftover_id = child.stdout.strip().splitlines()[-1]  # the child exited without closing it
-    alive = mine.start(task_spec(task_dir))
-    survivor = other.start(task_spec(task_dir))
+    mine = DockerRuntime(docker_config(), "it-docker-reap", client=client).start(fx.task_spec(task_dir))
+    other = DockerRuntime(docker_config(), "it-docker-other", client=client).start(fx.task_spec(task_dir))
     try:
-        assert mine.reap_leftovers() == 1
+        assert reap(client, "it-docker-reap") == 1
         with pytest.raises(docker.errors.NotFound):
-            client.containers.get(leftover_id)
-        client.containers.get(alive.container.id)  # its owner (this process) lives
-        client.containers.get(survivor.container.id)  # another run's container is left alone
-        assert reap(client, "it-docker-other") == 1
-        assert reap(client, "it-docker-other") == 0
+            client.containers.get(mine.container.id)
+        client.containers.get(other.container.id)
     finally:
-        alive.close()
-        survivor.close()
+        mine.close()
+        other.close()
 
 
 @needs_docker
@@ -147,10 +125,3 @@ def test_container_kwargs_without_gpus_or_with_network(tmp_path):
     assert "device_requests" not in kwargs
     networked = container_kwargs(SandboxConfig(runtime="docker", network=True), SandboxSpec(workspace=tmp_path), labels)
     assert networked["network_mode"] == "bridge"
-
-
-@needs_docker
-@pytest.mark.docker
-def test_make_runtime_picks_docker():
-    runtime = make_runtime(docker_config(), "it-docker")
-    assert isinstance(runtime, DockerRuntime) and runtime.name == "docker"
