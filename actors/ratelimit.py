@@ -35,7 +35,8 @@ class ActorLimiter:
         return ray.get(self.handle.try_acquire.remote(tokens))
 
     def release(self, lease: str, tokens: int, cost_usd: float) -> None:
-        ray.get(self.handle.release.remote(lease, tokens, cost_usd))
+        # not awaited: the caller goes on with its episode while the actor books the call (a few ms less per call)
+        self.handle.release.remote(lease, tokens, cost_usd)
 
     def stats(self) -> dict[str, float]:
         return ray.get(self.handle.stats.remote())

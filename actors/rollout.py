@@ -22,6 +22,7 @@ from actors.metrics import RayRolloutMetrics
 from actors.ratelimit import ActorLimiter, RateLimiterActor
 from engine.config import RunConfig
 from engine.errors import EngineError
+from engine.models.ratelimit import limits_anything
 from engine.rollout.leases import Lease, LeaseDone, LeaseResult, WorkerInfo, WorkerSpec
 from engine.rollout.plan import TaskRef
 from engine.rollout.worker import ModelFactory
@@ -89,8 +90,10 @@ class RayWorkerPool:
     def start(self, workers: list[WorkerSpec]) -> list[WorkerInfo]:
         r = self.cfg.rollout
         # the limiter lives beside the driver: a worker node going away must not take the shared limiter with it
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.limiter = RateLimiterActor.options(num_cpus=0, scheduling_strategy=here).remote(r.rate_limit, r.budget_usd, "rollout.budget_usd")
+        if limits_anything(r.rate_limit, r.budget_usd, callers=sum(w.slots for w in workers)):
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            self.limiter = RateLimiterActor.options(num_cpus=0, scheduling_strategy=here).remote(
+                r.rate_limit, r.budget_usd, "rollout.budget_usd")
         # constructor arguments live in the object store for as long as this pool holds the ref, so a restarted
         # worker can always be rebuilt (Ray frees them otherwise: ray-project/ray#53727)
         self._init_args = ray.put((self.cfg, self.tasks, self.limiter, self.model_factory, self.after_write))

@@ -95,6 +95,19 @@ class RateLimiter:
         return min(per_minute, level + (now - at) * per_minute / 60)
 
 
+def limits_anything(cfg: RateLimitConfig, budget_usd: float | None, callers: int) -> bool:
+    """Whether a shared limiter could ever hold a call back: a rate, a budget, or fewer slots than callers.
+    When it cannot, callers skip it (each call through it costs round trips to a shared actor on a cluster).
+
+    >>> limits_anything(RateLimitConfig(max_concurrency=256), None, callers=8)
+    False
+    >>> limits_anything(RateLimitConfig(max_concurrency=256), 10.0, callers=8)
+    True
+    """
+    return bool(cfg.requests_per_minute or cfg.tokens_per_minute or budget_usd is not None
+                or cfg.max_concurrency < callers)
+
+
 class LimitedModel:
     """A ChatModel whose calls each wait for a slot of a shared limiter (throttling slows, never fails)."""
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from engine.config import RunConfig
 from engine.models.factory import make_policy_model
-from engine.models.ratelimit import LimitedModel, RateLimiter
+from engine.models.ratelimit import LimitedModel, RateLimiter, limits_anything
 from engine.rollout.leases import Lease, LeaseDone, WorkerInfo, WorkerSpec
 from engine.rollout.plan import TaskRef
 from engine.rollout.worker import EpisodeWorker, ModelFactory, TaskCache, WorkerClosed
@@ -94,7 +94,10 @@ class InProcessPool:
 
     def _build(self, spec: WorkerSpec, gpus: list[str]) -> EpisodeWorker:
         model, policy = self.model_factory(self.cfg, self.cache)
-        return EpisodeWorker(self.cfg, self.cache, LimitedModel(model, self.limiter), make_runtime(self.cfg.sandbox, self.cfg.run_id),
+        r = self.cfg.rollout
+        if limits_anything(r.rate_limit, r.budget_usd, callers=sum(s.slots for s in self.specs.values())):
+            model = LimitedModel(model, self.limiter)
+        return EpisodeWorker(self.cfg, self.cache, model, make_runtime(self.cfg.sandbox, self.cfg.run_id),
                              policy=policy, worker_id=spec.worker_id, gpu_ids=gpus,
                              gpu_share=self.cfg.rollout.gpus_per_worker if gpus else 0.0, slots=spec.slots,
                              after_write=self.after_write)

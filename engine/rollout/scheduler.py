@@ -87,10 +87,11 @@ class Scheduler:
     """Hands out leases with task affinity, tracks them, re-issues lost ones, knows when the stage is done."""
 
     def __init__(self, tasks: list[TaskTarget], *, lease_size: int, lease_timeout_s: float,
-                 max_infra_failures: int = 16, max_lease_attempts: int = 4, salt: str = ""):
+                 max_infra_failures: int = 16, max_lease_attempts: int = 4, salt: str = "", slots: int | None = None):
         if len({t.task_id for t in tasks}) != len(tasks):
             raise ValueError("task ids must be unique")
         self.lease_size = lease_size
+        self.slots = slots  # episodes the workers play at once: leases shrink as the queue drains (less tail)
         self.lease_timeout_s = lease_timeout_s
         self.max_infra_failures = max_infra_failures
         self.max_lease_attempts = max_lease_attempts
@@ -118,13 +119,26 @@ class Scheduler:
         if st.requeued:
             lease = st.requeued.popleft()
         else:
-            seeds = self._fresh_seeds(st, min(self.lease_size, st.need))
+            seeds = self._fresh_seeds(st, min(self._size(), st.need))
             lease = Lease(lease_id=lease_id_for(st.spec.task_hash, st.spec.task_id, self.salt, seeds),
                           task_id=st.spec.task_id, seeds=seeds)
         st.in_flight += len(lease.seeds)
         self.attempts[lease.lease_id] = self.attempts.get(lease.lease_id, 0) + 1
         self.issued[lease.lease_id] = _Issued(lease, worker_id, now, self.attempts[lease.lease_id])
         return lease
+
+    def _size(self) -> int:
+        """Episodes in the next fresh lease: `lease_size`, but no more than an even share of what is queued over
+        the workers' slots, so that the last episodes spread over the workers instead of queueing behind one
+        (guided self-scheduling).
+
+        >>> s = Scheduler([TaskTarget(task_id="t", target=7)], lease_size=4, lease_timeout_s=60, slots=3)
+        >>> [len(s.next_lease(w, gpu=False, now=0).seeds) for w in ("a", "b", "c", "d")]
+        [3, 2, 1, 1]
+        """
+        if not self.slots:
+            return self.lease_size
+        return max(1, min(self.lease_size, -(-self.queued_episodes() // self.slots)))
 
     def _pick(self, worker_id: str, gpu: bool, prefer_task: str | None) -> _TaskState | None:
         def has_work(st: _TaskState) -> bool:

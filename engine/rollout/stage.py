@@ -138,7 +138,8 @@ class RolloutStage:
         targets = plan_targets(cfg, self.tasks, model, policy)
         self.scheduler = Scheduler(targets, lease_size=r.lease_size, lease_timeout_s=lease_timeout_s(cfg, self.tasks),
                                    max_infra_failures=r.max_infra_failures_per_task,
-                                   max_lease_attempts=r.max_lease_attempts, salt=f"{model}|{policy}")
+                                   max_lease_attempts=r.max_lease_attempts, salt=f"{model}|{policy}",
+                                   slots=sum(s.slots for s in specs))
         log.info("run %s: %d GPU and %d CPU rollout workers; %d episodes queued", cfg.run_id, plan.gpu_workers,
                  plan.cpu_workers, self.scheduler.queued_episodes())
 

@@ -5,13 +5,16 @@
 worker's GPUs and kept for the task it was started for: episodes of one task reuse it with `reset()`
 between them. An episode that fails for the cluster's reasons (sandbox or endpoint) is retried on a fresh
 sandbox up to `rollout.max_infra_retries` times; the record of the last try is kept with its `infra_error`.
-Each finished episode is stored at once under its episode id (`engine.trajectories.episode_shards`), and a
-lease's episodes already stored (an earlier holder died mid-lease) are acknowledged from the store
-instead of being played again.
+Each finished episode is stored at once under its episode id (`engine.trajectories.episode_shards`; the write
+overlaps the start of the next episode and completes before the one after, and before the lease is
+acknowledged), and a lease's episodes already stored (an earlier holder died mid-lease) are acknowledged
+from the store instead of being played again. Between episodes the sandbox and the grader are reset in the
+background, so the next episode starts at once.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 import time
@@ -102,7 +105,8 @@ class _Slot:
     task: TaskSpec
     grader: TaskGrader
     sandbox: Sandbox | None = None
-    fresh: bool = True  # just started: no reset needed before the first episode
+    fresh: bool = True  # at the starter state: no reset needed before the next episode
+    prepared: cf.Future | None = None  # the background reset of sandbox and grader, joined before the next use
 
 
 @dataclass
@@ -136,6 +140,10 @@ class EpisodeWorker:
         self.after_write = after_write  # tests: called after each stored episode (fault injection)
         self._pool = _Pool()
         self._closed = False
+        # resets happen here, off the critical path: the next episode's sandbox while this one's record is
+        # stored and the lease goes back, the grader while the agent works
+        self._prep = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"prep-{worker_id}")
+        self._writer = cf.ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"store-{worker_id}")
 
     # -- leases ---------------------------------------------------------------------------------------
     def run_lease(self, lease: Lease) -> LeaseResult:
@@ -149,6 +157,7 @@ class EpisodeWorker:
         outcomes = {seed: EpisodeOutcome(**stored[eid]) for seed, eid in ids.items() if eid in stored}
         todo = [seed for seed in lease.seeds if seed not in outcomes]
         budget_spent = False
+        writing: cf.Future | None = None  # the last episode's write, overlapping the next episode
         if todo:
             slot = self._checkout(task)
             try:
@@ -161,15 +170,22 @@ class EpisodeWorker:
                         log.warning("run %s: %s; stopping the lease", self.cfg.run_id, e)
                         budget_spent = True
                         break
-                    path = write_episode(self.cfg.run_dir, rec)
+                    if writing is not None:
+                        writing.result()  # stored before the next goes (a failed write ends the lease here)
+                    writing = self._writer.submit(self._store, lease, rec)
                     outcomes[seed] = EpisodeOutcome(**{k: getattr(rec, k) for k in _OUTCOME_COLUMNS})
-                    if self.after_write is not None:
-                        self.after_write(lease, path)
             finally:
                 self._checkin(slot)
+            if writing is not None:
+                writing.result()
         return LeaseResult(lease_id=lease.lease_id, worker_id=self.worker_id, replayed=len(stored),
                            budget_exhausted=budget_spent,
                            outcomes=[outcomes[s] for s in lease.seeds if s in outcomes])
+
+    def _store(self, lease: Lease, rec: TrajectoryRecord) -> None:
+        path = write_episode(self.cfg.run_dir, rec)
+        if self.after_write is not None:
+            self.after_write(lease, path)
 
     def _episode(self, slot: _Slot, seed: int) -> TrajectoryRecord:
         """One episode, retried on a fresh sandbox while it fails for infrastructure reasons."""
@@ -186,6 +202,7 @@ class EpisodeWorker:
                 rec = self._infra_record(task, seed, f"SandboxError: {e}")
             self._account(rec, time.monotonic() - started)
             if rec.infra_error is None:
+                self._prepare_next(slot)
                 break
             self.observer.infra_error(rec.infra_error.split(":", 1)[0])
             self._discard(slot)  # a dead container or grader: the next try starts fresh ones
@@ -241,20 +258,47 @@ class EpisodeWorker:
             self.close()
 
     def _ready(self, slot: _Slot) -> Sandbox:
-        """The slot's sandbox at the starter state: started if missing, else reset."""
+        """The slot's sandbox at the starter state: started if missing, else reset (or the background reset
+        joined; its SandboxError is this episode's, as a reset's would be)."""
         if self._closed:
             raise WorkerClosed(f"worker {self.worker_id} is closed")
+        self._join(slot)
         if slot.sandbox is None:
             spec = SandboxSpec(workspace=slot.task.workspace_dir, read_only_paths=slot.task.read_only_paths,
                                gpu_ids=self.gpu_ids, labels=self._labels(slot.task))
             slot.sandbox, slot.fresh = self.runtime.start(spec), True
             self._live(+1)
+            slot.prepared = self._prep.submit(slot.grader.prepare)  # the grader starts while the agent works
         elif not slot.fresh:
             slot.sandbox.reset()
         slot.fresh = False
         return slot.sandbox
 
+    def _prepare_next(self, slot: _Slot) -> None:
+        """After a clean episode (its grading done): reset sandbox and grader in the background, so the next
+        episode starts at once. `_ready` joins it; a sandbox is never reset while it runs a command."""
+        self._join(slot)
+        sandbox = slot.sandbox
+        if sandbox is None or self._closed:
+            return
+
+        def prepare() -> None:
+            sandbox.reset()
+            slot.grader.prepare()
+
+        slot.prepared = self._prep.submit(prepare)
+        slot.fresh = True
+
+    def _join(self, slot: _Slot) -> None:
+        prepared, slot.prepared = slot.prepared, None
+        if prepared is not None:
+            prepared.result()
+
     def _discard(self, slot: _Slot) -> None:
+        try:
+            self._join(slot)
+        except Exception as e:  # a failed background reset: the sandbox is being thrown away anyway
+            log.info("run %s: background reset of a discarded sandbox failed: %s", self.cfg.run_id, e)
         sandbox, slot.sandbox = slot.sandbox, None
         if sandbox is not None:
             self._live(-1)
@@ -287,3 +331,5 @@ class EpisodeWorker:
                 sandbox.close()
             except Exception as e:
                 log.warning("run %s: closing a running sandbox failed: %s", self.cfg.run_id, e)
+        self._prep.shutdown(wait=False)
+        self._writer.shutdown(wait=True)  # what was played is stored

@@ -109,7 +109,8 @@ def test_every_lease_is_acknowledged_and_the_manifest_written_last(tmp_path):
     stage, pool = stage_for(tmp_path)
     manifest = stage.run()
     assert manifest is not None and pool.closed
-    assert stage.stats == {"leases": 4, "leases_lost": 0, "episodes_replayed": 0, "workers_restarted": 0}
+    # 8 episodes on 2 slots in leases of at most 2; the last 2 go out one by one (leases shrink as the queue drains)
+    assert stage.stats == {"leases": 5, "leases_lost": 0, "episodes_replayed": 0, "workers_restarted": 0}
     assert manifest.counts["tasks"] == 2 and manifest.counts["tasks_failed"] == 0
     assert {p["done"] for p in stage.scheduler.progress().values()} == {4}
     written = json.loads((tmp_path / "run" / "rollouts" / "manifest.json").read_text())
