@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.curate.config import CurateConfig
 from engine.errors import ConfigError
 from engine.serving.launch import ServeConfig
 
@@ -287,6 +288,7 @@ class RunConfig(_Config):
     episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def stage_inputs(self, stage: str) -> dict:
@@ -305,11 +307,13 @@ class RunConfig(_Config):
                   "episode_timeout_s": self.rollout.episode_timeout_s}
         if stage == "rollouts":
             return {**shared, "model": _model_inputs(self.model), "seed": self.episodes.seed}
+        if stage == "curate":  # the stage adds the tokenizer's content hash and the trajectories it reads
+            return {"curate": self.curate.model_dump(mode="json", exclude=_CURATE_OPERATIONAL)}
         if stage == "eval":
             methods = [{**m.model_dump(mode="json", exclude={"model", "client", "servers"}),
                         "model": _model_inputs(m.model), "client": _model_inputs(m.client)} for m in self.eval.methods]
             return {**shared, "eval": {**self.eval.model_dump(mode="json", exclude=_EVAL_TARGETS), "methods": methods}}
-        raise ConfigError(f"stage {stage!r} has no resume key; known stages: synth, rollouts, eval")
+        raise ConfigError(f"stage {stage!r} has no resume key; known stages: synth, rollouts, curate, eval")
 
     def stage_hash(self, stage: str) -> str:
         """Stable hash of `stage_inputs(stage)`: a stage refuses to resume into a directory written under another."""
@@ -328,6 +332,7 @@ _MODEL_OPERATIONAL = {"base_url", "api_key_env", "api_key_file", "timeout_s", "m
                       "backoff_max_s", "max_concurrency", "cache_dir", "replay_only"}
 _SYNTH_OPERATIONAL = {"teacher": True, "concurrency": True, "budget_usd": True, "rate_limit": True,
                       "hub": {"timeout_s", "token_env"}}
+_CURATE_OPERATIONAL = {"inputs", "concurrency", "cpus_per_actor"}
 _EVAL_TARGETS = {"methods", "tasks", "mlgym_dir", "mlgym_tasks", "runs_per_task", "bootstrap_resamples"}
 
 

@@ -80,6 +80,23 @@ def run_rollout_stage(cfg: RunConfig, *, address: str | None = None, in_process:
             bar.close()
 
 
+def run_curate_stage(cfg: RunConfig, *, address: str | None = None, in_process: bool = False,
+                     start_over: bool = False):
+    """The curation stage of `cfg` (`RUN/curate/` from `curate.inputs` or this run's rollouts) on Ray Data at
+    `address` (None: a local Ray instance) or, with `in_process`, in this process. Returns a `CuratedData`
+    handle (manifest, stats, `to_arrow()`, `messages()`)."""
+    from engine.curate.stage import LocalExecutor, run_curate
+
+    if in_process and address is not None:
+        raise ConfigError(f"--address {address} and --in-process exclude each other; pick one")
+    if in_process:
+        return run_curate(cfg, LocalExecutor, start_over=start_over)
+    from actors.curate import RayDataExecutor
+
+    connect_ray(address)
+    return run_curate(cfg, lambda student: RayDataExecutor(), start_over=start_over)
+
+
 def run_synth_stage(cfg: RunConfig, *, start_over: bool = False, ray_address: str | None = None) -> Manifest:
     """The synthesis stage, in this process (threads) or fanned out on a Ray cluster (`ray_address`)."""
     from engine.models.ratelimit import RateLimiter

@@ -100,6 +100,15 @@ class CurateConfig(_Config):
     pack_tokens: int = Field(
         32 * 1024, gt=0, description="Token budget of one packed training row (first-fit decreasing); a sample "
                                      "longer than this is rejected as over_pack_budget.")
+    inputs: list[str] = Field(
+        default_factory=list, description="Rollout run directories (paths or URIs) whose trajectories are curated "
+                                          "together, deduplicated by episode id; empty: this run's own.")
+    rows_per_shard: int = Field(256, gt=0, description="Packed rows per output shard (parquet file).")
+    concurrency: int | None = Field(
+        None, gt=0, description="Ray Data: tokenizing actors (None: one per 2 CPUs of the cluster, at least 1).")
+    cpus_per_actor: float = Field(
+        0.5, gt=0, description="Ray Data: CPUs each tokenizing actor reserves (fractional, so that on a small "
+                               "machine the tasks that feed the actors still get CPUs).")
 
     @model_validator(mode="after")
     def _check(self) -> CurateConfig:

@@ -250,12 +250,18 @@ def _list_shards(fs: pafs.FileSystem, base: str) -> list[str]:
 
 def read_shard(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table:
     """The shard's ``columns`` as current-version data (older shards are upgraded, see ``upgrade_table``)."""
-    with fs.open_input_file(path) as f:
-        pf = pq.ParquetFile(f)
-        version = check_shard_schema(path, pf.schema_arrow)
-        # a v1 shard's messages are upgraded from its steps: read those too, and drop them after
-        helper = ["steps"] if version == 1 and columns and "messages" in columns and "steps" not in columns else []
-        table = pf.read(columns=None if columns is None else [*columns, *helper])
+    try:
+        with fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f)
+            version = check_shard_schema(path, pf.schema_arrow)
+            # a v1 shard's messages are upgraded from its steps: read those too, and drop them after
+            helper = ["steps"] if version == 1 and columns and "messages" in columns and "steps" not in columns else []
+            table = pf.read(columns=None if columns is None else [*columns, *helper])
+    except (pa.ArrowInvalid, OSError) as e:  # truncated, corrupted, or not Parquet at all
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ArtifactError(f"{path}: not a readable trajectory shard ({e}); move it out of the store and re-run "
+                            "the rollout stage to play its episodes again") from None
     table = upgrade_table(table)
     return table.drop_columns(helper) if helper else table
 

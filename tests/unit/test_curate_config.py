@@ -19,7 +19,7 @@ def test_defaults():
         "sample_unit": "step", "reasoning": "keep",
         "filters": {"require_success": True, "beat_baseline": False, "max_per_task": None,
                     "max_tokens_drop": 49152, "max_tokens_truncate": 32768, "dedup": True},
-        "pack_tokens": 32768,
+        "pack_tokens": 32768, "inputs": [], "rows_per_shard": 256, "concurrency": None, "cpus_per_actor": 0.5,
     }
 
 
