@@ -1,6 +1,6 @@
 """The `synthscale` command line. One module per group of commands, each adding itself to `app`:
 `episodes` (episode, run, config, serve-heuristic), `synth`, `rollout`, `curate`, `evaluate` (eval, aup, eval-report),
-`ops` (submit, status, cancel, reap), `tasks` (task check, task import-mlgym) and `traj` (traj show)."""
+`ops` (submit, status, cancel, reap), `tasks` (task check, task import-mlgym) and `traj` (traj show, import-traj)."""
 
 from __future__ import annotations
 
