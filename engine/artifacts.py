@@ -264,14 +264,41 @@ def begin_stage(stage_dir: str | os.PathLike, stage: str, config_hash: str, star
     """Check resume (see ``check_resume``), then write ``stage.json`` (with the settings hashed, ``inputs``, so a
     later refusal can name what changed); return the manifest of a complete dir.
 
-    A caller that gets a manifest back may skip the stage: its outputs exist under this config.
+    A caller that gets a manifest back may skip the stage: its outputs exist under this config. A directory the
+    stage cannot write (read-only, no permission) is an ArtifactError naming it and the refusal, before anything
+    is deleted or written.
     """
-    manifest = check_resume(stage_dir, config_hash, start_over, inputs=inputs, filesystem=filesystem)
     fs, base = resolve(stage_dir, filesystem)
+    _check_writable(fs, base, stage_dir)
+    manifest = check_resume(stage_dir, config_hash, start_over, inputs=inputs, filesystem=filesystem)
     marker = {"schema_version": MANIFEST_SCHEMA_VERSION, "stage": stage, "config_hash": config_hash,
               "started_at": time.time(), "inputs": inputs}
-    write_json(fs, join(base, STAGE_MARKER_NAME), marker)
+    try:
+        write_json(fs, join(base, STAGE_MARKER_NAME), marker)
+    except PermissionError as e:  # an object store that refuses the write
+        raise _not_writable(stage_dir, e) from None
     return manifest
+
+
+def _check_writable(fs: pafs.FileSystem, base: str, stage_dir: str | os.PathLike) -> None:
+    """Create the stage directory and a probe file in it (then remove the probe): the first writes of a stage, so
+    that one which cannot write says so at its start. Object stores are probed by the stage.json write itself."""
+    if is_object_store(fs):
+        return
+    probe = join(base, f".write-probe-{uuid.uuid4().hex}")
+    try:
+        fs.create_dir(base, recursive=True)
+        with fs.open_output_stream(probe):
+            pass
+        fs.delete_file(probe)
+    except OSError as e:
+        raise _not_writable(stage_dir, e) from None
+
+
+def _not_writable(stage_dir: str | os.PathLike, e: OSError) -> ArtifactError:
+    reason = os.strerror(e.errno) if e.errno else (e.strerror or str(e))  # "Permission denied", "Read-only file system"
+    return ArtifactError(f"{os.fspath(stage_dir)}: the stage cannot write here ({reason}); make the run directory "
+                         "writable (chmod u+w, or mount it read-write) or pass another run directory")
 
 
 def diff_settings(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ from engine.serving.launch import ServeConfig
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan: a float setting of .inf or .nan is a mistake (a timeout that never fires, a limit never hit)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Price(_Config):
@@ -346,19 +348,45 @@ def config_digest(data: object) -> str:
 
 
 def load_config(path: Path, model: type[BaseModel] = RunConfig):
-    """Load a YAML config; errors name the file and the field."""
+    """Load a YAML config; errors name the file and the field (or, for bytes that are not UTF-8, the offset)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file; pass --config with an existing YAML file") from None
+    except OSError as e:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read it ({e.strerror}); pass --config with a readable YAML file") from None
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r}, {e.reason}); "
+                          "save the file as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e}); fix the syntax") from None
+    if (where := non_finite_float(data)) is not None:  # in every section, also those of models defined elsewhere
+        raise ConfigError(f"{path}: field '{where[0]}': {where[1]!r} is not a finite number; give a finite value")
     try:
         return model.model_validate(data or {})
     except ValidationError as e:
         raise ConfigError(f"{path}: {_describe(e)}") from None
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def non_finite_float(data: object, where: str = "") -> tuple[str, float] | None:
+    """The first (dotted field, value) in parsed YAML/JSON data holding an infinite or NaN float, else None.
+
+    >>> non_finite_float({"agent": {"command_timeout_s": float("inf")}, "seed": 1})
+    ('agent.command_timeout_s', inf)
+    >>> non_finite_float({"baseline_scores": [{"accuracy": 0.5}, {"accuracy": float("nan")}]})
+    ('baseline_scores.1.accuracy', nan)
+    """
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (where or "(top level)", data)
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if (found := non_finite_float(value, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
 
 
 def _describe(e: ValidationError) -> str:

@@ -39,6 +39,17 @@ class ArtifactError(EngineError):
     """An artifact on disk is missing, incomplete, or has the wrong schema."""
 
 
+class CorruptArtifactError(ArtifactError):
+    """An artifact on disk cannot be read at all (truncated, corrupted, not its format); `path` names it and
+    `reason` says what the reader found. Readers that can do without it set it aside and go on (a trajectory
+    shard: its episodes are played again)."""
+
+    def __init__(self, path: str, reason: str, todo: str) -> None:
+        super().__init__(f"{path}: {reason}; {todo}")
+        self.path = path
+        self.reason = reason
+
+
 class GradingError(EngineError):
     """A grader crashed or printed something that is not the metrics JSON."""
 

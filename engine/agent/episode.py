@@ -15,6 +15,7 @@ from engine.agent.scoring import EpisodeScorer
 from engine.config import AgentConfig, SamplingConfig
 from engine.errors import BudgetExceededError, GradingError, ModelError, SandboxError, TaskError
 from engine.prompting import render
+from engine.redact import redact
 from engine.protocols import ChatModel, Completion, Message, SampleKey, SamplingParams, Sandbox
 from engine.records import HistoryConfig, ScoreRecord, StepRecord, TrajectoryRecord
 from engine.tasks.artefact import resolve_artefact
@@ -91,9 +92,9 @@ def run_episode(
         if isinstance(e, BudgetExceededError):
             rec.exit_status = _autosubmit(scorer, len(rec.steps), "exit_cost")
         else:
-            rec.infra_error = f"{type(e).__name__}: {e}"
+            rec.infra_error = redact(f"{type(e).__name__}: {e}")  # stored and logged: never a credential
             rec.exit_status = "exit_error"
-            log.warning("run %s task %s episode %s: infra error: %s", run_id, task.id, ep_id, e)
+            log.warning("run %s task %s episode %s: infra error: %s", run_id, task.id, ep_id, rec.infra_error)
     rec.scores = list(scorer.scores)
     rec.submission = next((s.artefact for s in reversed(scorer.scores) if s.artefact), None)
     rec.tokens_sent, rec.tokens_received = totals.tokens_sent, totals.tokens_received

@@ -1,5 +1,6 @@
-"""What every `synthscale` command shares: the one config resolver (a RunConfig YAML plus flags), the one error exit,
-and the confirmation that `--start-over` asks before it deletes a stage's outputs."""
+"""What every `synthscale` command shares: the one config resolver (a RunConfig YAML plus flags), the one error exit
+(its text redacted: no credential reaches the terminal), the Ctrl-C exit of the stage commands (what is kept, how to
+go on, exit 130), and the confirmation that `--start-over` asks before it deletes a stage's outputs."""
 
 from __future__ import annotations
 
@@ -13,14 +14,46 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from engine.artifacts import describe_contents, run_id_of, run_path
 from engine.config import RunConfig, load_config
 from engine.errors import ConfigError, EngineError
+from engine.redact import redact
 
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, what a shell reports for a command stopped by Ctrl-C."""
 
 
 def fail(e: Exception) -> NoReturn:
-    """Print the error (what failed, the bad value, what to do) and exit 2."""
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    """Print the error (what failed, the bad value, what to do; credentials redacted) and exit 2."""
+    typer.secho(f"error: {redact(str(e))}", fg=typer.colors.RED, err=True)
     raise typer.Exit(EXIT_ERROR)
+
+
+def interrupted(kept: str) -> NoReturn:
+    """After Ctrl-C: say what is kept and how to go on, and exit 130, without a traceback."""
+    typer.secho(f"interrupted: {kept}", fg=typer.colors.YELLOW, err=True)
+    raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def rollouts_kept(run_dir: str | None, *, in_process: bool) -> str:
+    """What a rollout stage stopped by Ctrl-C kept (its trajectory store) and how to resume, for `interrupted`.
+
+    Every episode is stored atomically the moment it ends, so the store holds whole episodes only; the one in
+    flight is lost and played again by the resume."""
+    from engine.trajectories.store import stored_episode_ids
+
+    if run_dir is None:
+        return "nothing was started; run the same command again"
+    where = run_path(run_dir, "rollouts", "trajectories")
+    try:
+        stored = stored_episode_ids(run_dir, include_infra_errors=True)
+        clean = stored_episode_ids(run_dir)
+        kept = (f"{len(stored)} episodes are stored in {where}/ ({len(stored) - len(clean)} of them infra failures)"
+                if stored else f"no episode was stored in {where}/ yet")
+    except EngineError as e:
+        kept = f"the episodes stored so far are in {where}/ (they could not be counted: {redact(str(e))})"
+    stopped = ("the sandboxes are closed" if in_process else
+               "the workers are stopped (sandboxes they left are reaped when the stage next starts)")
+    return (f"{kept}; {stopped}. Run the same command again to resume: stored episodes are not played again; "
+            f"`synthscale status {run_dir}` shows where it stands")
 
 
 class Overrides(BaseModel):

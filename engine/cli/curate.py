@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from engine.artifacts import run_path
-from engine.cli.common import confirm_start_over, fail, overrides, resolve_config
+from engine.cli.common import confirm_start_over, fail, interrupted, overrides, resolve_config
 from engine.errors import EngineError
 
 
@@ -34,6 +34,9 @@ def curate(
         data = run_curate_stage(cfg, address=address, in_process=in_process, start_over=start_over)
     except EngineError as e:
         fail(e)
+    except KeyboardInterrupt:
+        interrupted(f"{run_path(run, 'curate')}/ has no manifest, so it counts as incomplete (nothing reads it); the "
+                    "trajectories it reads are untouched. Run the same command again to curate them")
     c, s = data.manifest.counts, data.stats
     typer.echo(f"curate {cfg.run_id}: {c['records_kept']} of {c['records']} trajectories → {c['samples']} samples, "
                f"{c['tokens']:,} tokens ({c['supervised_tokens']:,} supervised) in {c['rows']} rows of "

@@ -9,7 +9,9 @@ from typing import Optional
 import typer
 
 from engine.artifacts import run_path
-from engine.cli.common import confirm_start_over, fail, overrides, resolve_config, run_guarded
+from engine.cli.common import (
+    confirm_start_over, fail, interrupted, overrides, resolve_config, rollouts_kept, run_guarded,
+)
 from engine.errors import EngineError
 from engine.records import Manifest
 
@@ -42,6 +44,8 @@ def episode(
         manifest = run_rollout_stage(cfg, in_process=True, start_over=start_over, progress=False)
     except EngineError as e:
         fail(e)
+    except KeyboardInterrupt:
+        interrupted(rollouts_kept(out, in_process=True))
     _report(manifest, run_path(out, "rollouts"))
 
 
@@ -61,6 +65,7 @@ def run(config: Path = typer.Option(..., help="RunConfig YAML."),
     """The episodes the config describes (its `episodes.tasks`), in this process."""
     from engine.runner import run_rollout_stage
 
+    cfg = None
     try:
         cfg = resolve_config(config)
         if start_over:
@@ -68,6 +73,8 @@ def run(config: Path = typer.Option(..., help="RunConfig YAML."),
         manifest = run_rollout_stage(cfg, in_process=True, start_over=start_over)
     except EngineError as e:
         fail(e)
+    except KeyboardInterrupt:
+        interrupted(rollouts_kept(cfg and cfg.run_dir, in_process=True))
     _report(manifest, run_path(cfg.run_dir, "rollouts"))
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from engine.artifacts import run_path
-from engine.cli.common import confirm_start_over, fail, overrides, resolve_config
+from engine.cli.common import confirm_start_over, fail, interrupted, overrides, resolve_config, rollouts_kept
 from engine.errors import EngineError
 
 EXIT_STOPPED = 3
@@ -31,6 +31,7 @@ def rollout(
     """Collect N trajectories per task; re-running resumes where the last attempt stopped."""
     from engine.runner import run_rollout_stage
 
+    cfg = None
     try:
         cfg = resolve_config(config, overrides(run=run, n=n, tasks=task or None))
         if start_over:
@@ -39,6 +40,9 @@ def rollout(
                                    progress=False if no_progress else None)
     except EngineError as e:
         fail(e)
+    except KeyboardInterrupt:
+        run_dir = cfg and (run_path(cfg.run_dir, "pilot") if dry_run else cfg.run_dir)
+        interrupted(rollouts_kept(run_dir, in_process=in_process))
     if dry_run:
         typer.echo(result.summary())
         typer.echo(f"projection written to {run_path(cfg.run_dir, 'pilot', 'projection.json')}")

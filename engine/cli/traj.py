@@ -25,9 +25,15 @@ def load_records(path: Path) -> list[TrajectoryRecord]:
     if path.is_dir():
         return read_trajectories(str(path))
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return table_to_records(pq.read_table(path))
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:  # missing, truncated, corrupted, not Parquet
+            raise ArtifactError(f"{path}: not a readable Parquet file ({e}); show the run dir that holds it, "
+                                "which sets unreadable shards aside") from None
+        return table_to_records(table)
     if path.suffix == ".traj":
         raise ArtifactError(f"{path}: .traj files are MLGym's format; show the run dir that holds rollouts/ instead, "
                             f"or import the file first: `synthscale import-traj {path} --run RUN`")

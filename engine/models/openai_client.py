@@ -9,7 +9,9 @@ Endpoints (`model.base_url`, `model.name`, `model.api_key_env`):
   no key needed on loopback or cluster-internal hosts (a placeholder is sent), unknown_price: zero.
 
 The key is read from the environment once, handed to the SDK client, and kept nowhere else: not in
-repr, logs, records, the cache, or pickles (unpickling re-reads the environment).
+repr, logs, records, the cache, or pickles (unpickling re-reads the environment). A server's error text (which
+may echo the request's Authorization header) is redacted (`engine.redact`) before it is logged or raised, and the
+ModelError raised chains no SDK exception (whose body holds that text).
 
 Retries are ours (the SDK's are off): 408/409/429/5xx, timeouts, connection errors and malformed replies
 are retried up to model.max_retries times with exponential backoff and full jitter, or as long as the
@@ -37,6 +39,7 @@ from engine.models.pricing import check_priced, cost_usd
 from engine.models.retry import MalformedReply, backoff_delay_s, classify, server_message
 from engine.models.wire import OPENAI_BASE_URL, Reply, is_local_url, parse_reply, request_kwargs
 from engine.protocols import Completion, Message, SamplingParams
+from engine.redact import secret_values
 
 __all__ = ["OpenAIChatModel", "request_kwargs"]
 
@@ -130,10 +133,12 @@ class OpenAIChatModel:
                 reply = parse_reply(raw.text)
                 break
             except (openai.APIError, MalformedReply) as exc:
-                kwargs, delay_s = self._after_failure(exc, kwargs, retry_index)
-                if delay_s is not None:
-                    self._sleep(delay_s)
-                    retry_index += 1
+                failed = exc
+            # outside the handler: a ModelError raised here chains no SDK error (whose body may echo the key)
+            kwargs, delay_s = self._after_failure(failed, kwargs, retry_index)
+            if delay_s is not None:
+                self._sleep(delay_s)
+                retry_index += 1
         return self._finish(reply, key, started)
 
     async def acomplete(self, messages: list[Message], params: SamplingParams) -> Completion:
@@ -151,10 +156,11 @@ class OpenAIChatModel:
                 reply = parse_reply(raw.text)
                 break
             except (openai.APIError, MalformedReply) as exc:
-                kwargs, delay_s = self._after_failure(exc, kwargs, retry_index)
-                if delay_s is not None:
-                    await self._async_sleep(delay_s)
-                    retry_index += 1
+                failed = exc
+            kwargs, delay_s = self._after_failure(failed, kwargs, retry_index)
+            if delay_s is not None:
+                await self._async_sleep(delay_s)
+                retry_index += 1
         return self._finish(reply, key, started)
 
     def close(self) -> None:
@@ -201,17 +207,17 @@ class OpenAIChatModel:
             kwargs = dict(kwargs)
             kwargs["max_tokens"] = kwargs.pop("max_completion_tokens")
             return kwargs, None
-        failure = classify(exc)
+        failure = classify(exc, secrets=self._secrets())
         where = f"model {self.name!r} at {self.base_url}"
         if not failure.retryable:
             hint = f" (is {self.cfg.api_key_env} the right key?)" if failure.status in (401, 403) else ""
-            raise ModelError(f"{where}: {failure.description}{hint}; not retried, fix the request or the config") from exc
+            raise ModelError(f"{where}: {failure.description}{hint}; not retried, fix the request or the config")
         attempts = retry_index + 1
         if retry_index >= self.cfg.max_retries:
             raise ModelError(
                 f"{where}: gave up after {attempts} attempt{'s' if attempts != 1 else ''}; last error: "
                 f"{failure.description}; check the endpoint or raise model.max_retries"
-            ) from exc
+            )
         if failure.retry_after_s is not None:
             delay_s = failure.retry_after_s
         else:
@@ -221,6 +227,11 @@ class OpenAIChatModel:
             where, attempts, self.cfg.max_retries + 1, failure.description, delay_s,
         )
         return kwargs, delay_s
+
+    def _secrets(self) -> list[str]:
+        """What an error text must not show: the key this client sends, and the values of the variables that may
+        hold keys (`engine.redact`)."""
+        return [self._client_args["api_key"], *secret_values([self.cfg.api_key_env])]
 
     def _rejects_max_completion_tokens(self, exc: BaseException, kwargs: dict[str, Any]) -> bool:
         return (

@@ -1,14 +1,17 @@
-"""Retry policy of the model client: which failures are transient, and how long to wait. Pure functions."""
+"""Retry policy of the model client: which failures are transient, how long to wait, and what the failure says
+(redacted). Pure functions."""
 
 from __future__ import annotations
 
 import email.utils
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import openai
+
+from engine.redact import redact
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 """Besides every 5xx: request timeout, conflict (a lock timeout on OpenAI's side) and rate limit."""
@@ -72,8 +75,16 @@ def backoff_delay_s(retry_index: int, base_s: float, max_s: float, rng: random.R
     return rng.uniform(0.0, ceiling)
 
 
-def classify(exc: BaseException) -> Failure:
-    """Sort an exception raised by one attempt into transient (retry) or permanent (fail now)."""
+def classify(exc: BaseException, secrets: Iterable[str] = ()) -> Failure:
+    """Sort an exception raised by one attempt into transient (retry) or permanent (fail now).
+
+    The description is redacted (`engine.redact.redact`, with `secrets`, say the key the client sent): a server
+    may echo the request, Authorization header included, in its error body."""
+    failure = _classify(exc)
+    return replace(failure, description=redact(failure.description, secrets))
+
+
+def _classify(exc: BaseException) -> Failure:
     if isinstance(exc, MalformedReply):
         return Failure(True, f"malformed reply: {exc}")
     if isinstance(exc, openai.APITimeoutError):

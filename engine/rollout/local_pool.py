@@ -1,7 +1,13 @@
 """The rollout stage's in-process worker pool: `EpisodeWorker`s on threads of this process, each GPU worker owning
 GPUs of this machine (`local_gpu_ids`), all model calls through one shared `RateLimiter` (rate limits and the
 stage's budget). What `synthscale episode` and `synthscale rollout --in-process` run on; the Ray pool
-(`actors/rollout.py`) is the same workers as actors."""
+(`actors/rollout.py`) is the same workers as actors.
+
+Ctrl-C: the stage's `finally` calls `close()` while the KeyboardInterrupt propagates. It closes every sandbox (a
+running command dies, so its lease ends at its next step), then waits for the leases in flight to end (a model
+call or a grading already running finishes first; it says so), so that each closes its grader and stores nothing
+half-done; a second Ctrl-C stops the wait. Leases run on daemon threads, so one still inside a model call can never
+hold up the process's exit."""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 
 from engine.config import RunConfig
@@ -55,6 +63,31 @@ def gpus_of(index: int, gpus_per_worker: float, gpu_ids: list[str]) -> list[str]
     return [gpu_ids[int(index * gpus_per_worker + 1e-9)]]
 
 
+class _LeaseThreads:
+    """Runs each submitted call on a daemon thread of its own and returns its Future. The stage never has more leases
+    in flight than its workers' slots, so no queue is needed; daemon, unlike a ThreadPoolExecutor's threads (which
+    the interpreter joins at exit), because a lease stuck in a model call after Ctrl-C must not hold the exit."""
+
+    def __init__(self, name_prefix: str):
+        self.name_prefix = name_prefix
+        self._started = 0
+
+    def submit(self, fn: Callable, *args) -> cf.Future:
+        future: cf.Future = cf.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # as a ThreadPoolExecutor does: the waiter gets it
+                future.set_exception(e)
+
+        self._started += 1
+        threading.Thread(target=run, name=f"{self.name_prefix}-{self._started}", daemon=True).start()
+        return future
+
+
 class InProcessPool:
     """`WorkerPool` over threads: `slots` threads per worker, a worker's leases share its sandboxes."""
 
@@ -73,15 +106,14 @@ class InProcessPool:
         self.specs: dict[str, WorkerSpec] = {}
         self.workers: dict[str, EpisodeWorker] = {}
         self.futures: dict[cf.Future, tuple[int, str]] = {}
-        self.executor: cf.ThreadPoolExecutor | None = None
+        self.executor: _LeaseThreads | None = None
 
     def resources(self) -> tuple[float, float]:
         return float(len(self.gpu_ids)), self.cpus
 
     def start(self, workers: list[WorkerSpec]) -> list[WorkerInfo]:
         self.specs = {w.worker_id: w for w in workers}
-        self.executor = cf.ThreadPoolExecutor(max_workers=sum(w.slots for w in workers),
-                                              thread_name_prefix=f"rollout-{self.cfg.run_id}")
+        self.executor = _LeaseThreads(f"rollout-{self.cfg.run_id}")
         gpu_index = 0
         infos = []
         for spec in workers:
@@ -134,8 +166,23 @@ class InProcessPool:
         return make_runtime(self.cfg.sandbox, self.cfg.run_id).reap_leftovers()
 
     def close(self) -> None:
+        """Close every worker's sandboxes, wait for the leases in flight to end, and reap what dead processes left.
+        Called while a KeyboardInterrupt propagates (the stage's `finally` after Ctrl-C), it says what it waits for,
+        and a second Ctrl-C stops the wait (then re-raised)."""
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         for worker in self.workers.values():
             worker.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        running = [f for f in self.futures if not f.done()]
+        if running and interrupted:
+            log.warning("run %s: interrupted; closed the sandboxes, waiting for %d leases in flight to end (a model "
+                        "call or a grading already running finishes first); Ctrl-C again to stop waiting",
+                        self.cfg.run_id, len(running))
+        try:
+            cf.wait(running)
+        except KeyboardInterrupt:
+            log.warning("run %s: stopped waiting for %d leases; a sandbox one of them still holds is removed when this "
+                        "run's stage next starts, or by `synthscale reap --runtime %s --run-id %s`", self.cfg.run_id,
+                        sum(not f.done() for f in running), self.cfg.sandbox.runtime, self.cfg.run_id)
+            self.reap()
+            raise
         self.reap()

@@ -62,7 +62,9 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         problem = getattr(e, "problem", None) or str(e)
         raise TaskError(f"{path}: malformed YAML{where}: {problem}; fix the YAML syntax") from None
     except UnicodeDecodeError as e:
-        raise TaskError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+        raise TaskError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    except OSError as e:  # no permission, a special file
+        raise TaskError(f"{path}: cannot read it ({e.strerror}); make it a readable file") from None
     if data is None:
         raise TaskError(f"{path}: empty; expected a mapping of fields")
     if not isinstance(data, dict):

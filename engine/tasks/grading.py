@@ -81,6 +81,11 @@ class TaskGrader:
         except PermissionError:
             return Grade(error=f"submission_not_found: {artefact} is not readable (check its permissions)",
                          artefact=artefact)
+        except (ConnectionError, TimeoutError):
+            raise  # the sandbox or its daemon failed: the cluster's, not the agent's
+        except OSError as e:  # a link out of the workspace, a special file, a file over the cap: the agent's doing
+            return Grade(error=f"submission_not_found: {artefact} cannot be graded ({e.strerror or e})",
+                         artefact=artefact)
         return self._grade_bytes(data, Path(artefact).name, artefact)
 
     def grade_file(self, artefact_file: Path, artefact: str | None = None) -> Grade:

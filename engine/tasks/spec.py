@@ -6,14 +6,19 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 TaskEntrypoint = Literal["CSVSubmissionTasks", "ModelSubmissionTasks", "LMSubmissionTasks", "PythonSubmissionTasks"]
 Direction = Literal["max", "min"]
 
 
+_FILE_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+"""Models read from a task folder's files: unknown fields and non-finite floats (`.inf`, `.nan` in YAML: a baseline
+no submission can beat or match) are errors naming the field."""
+
+
 class DatasetSplit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE_CONFIG
     name: str
     file_regex: str | None = None
 
@@ -21,7 +26,7 @@ class DatasetSplit(BaseModel):
 class DatasetConfig(BaseModel):
     """`dataset.yaml`: MLGym's dataset config fields plus the pinned revision and our split table."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE_CONFIG
     name: str
     description: str = ""
     data_path: str = Field(description="Hugging Face id, or a path relative to the task folder.")
@@ -36,7 +41,7 @@ class DatasetConfig(BaseModel):
 class TaskConfig(BaseModel):
     """`task.yaml`. MLGym's TaskConfig fields, then synthscale's: metric, direction, requirements, gpus, …"""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _FILE_CONFIG
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     name: str
     description: str = Field(description="Shown to the agent; `{dataset_docs}` is filled from the datasets.")
@@ -70,15 +75,6 @@ class TaskConfig(BaseModel):
     grading: Literal["separate", "mlgym"] = Field(
         "separate", description="separate: graded outside the agent's sandbox on held-out labels; mlgym: MLGym's way."
     )
-
-    @field_validator("baseline_scores", "baseline_test_scores")
-    @classmethod
-    def _finite(cls, v: list[dict[str, float]]) -> list[dict[str, float]]:
-        for scores in v:
-            for k, x in scores.items():
-                if x != x:  # NaN
-                    raise ValueError(f"baseline score {k!r} is NaN")
-        return v
 
 
 class TaskSpec(BaseModel):

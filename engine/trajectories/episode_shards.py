@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from engine.artifacts import atomic_write_bytes, join
 from engine.records import TrajectoryRecord
-from engine.trajectories.store import read_shard, records_to_table, trajectories_dir
+from engine.trajectories.store import read_or_set_aside, records_to_table, trajectories_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,17 @@ def write_episode(run_dir: str | os.PathLike, record: TrajectoryRecord, fs: pafs
 
 def stored_outcomes(run_dir: str | os.PathLike, episode_ids: Sequence[str], columns: Sequence[str],
                     fs: pafs.FileSystem | None = None) -> dict[str, dict]:
-    """The given `columns` of those of `episode_ids` already stored, by episode id (one small read each)."""
+    """The given `columns` of those of `episode_ids` already stored, by episode id (one small read each).
+
+    An unreadable shard is set aside with a warning (`engine.trajectories.store.read_or_set_aside`): its episode
+    counts as not stored, so the worker plays it again."""
     found: dict[str, dict] = {}
     for eid in episode_ids:
         fs, path = episode_shard_path(run_dir, eid, fs)
         if fs.get_file_info(path).type != pafs.FileType.File:
             continue
-        rows = read_shard(fs, path, list(columns)).to_pylist()
+        table = read_or_set_aside(fs, path, list(columns))
+        rows = [] if table is None else table.to_pylist()
         if rows:
             found[eid] = rows[0]
     return found

@@ -18,6 +18,14 @@ it, so the stage never stores one twice); ``TrajectoryWriter`` adds ``part-<time
 many records (imports, tests) and never rewrites one. Reads list every ``part-*.parquet`` and deduplicate by
 ``episode_id``: the first stored record wins (shards in name order), except that a record without
 ``infra_error`` beats one with it, so a retried episode replaces its infra failure.
+
+A shard that cannot be read at all (truncated, corrupted: ``CorruptArtifactError``) does not stop the readers
+that status, ``traj show`` and resume use (``read_trajectory_table``, ``read_trajectories``,
+``stored_episode_ids``, ``engine.trajectories.episode_shards.stored_outcomes``): each warns, naming the file,
+moves it to ``<run>/rollouts/trajectories/corrupt/`` (a rename; nothing is deleted; readers do not list that
+folder) and goes on without it, so its episodes are simply missing and the rollout stage plays them again.
+``read_stores`` does so when asked (``set_aside=True``); by default it raises. A shard of another schema
+version or layout is not corrupt: it is refused (ArtifactError), never moved.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import posixpath
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -34,14 +43,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from engine.artifacts import RERUN_COMMANDS, atomic_write_bytes, join, resolve
-from engine.errors import ArtifactError
+from engine.artifacts import RERUN_COMMANDS, atomic_write_bytes, exists, join, resolve
+from engine.errors import ArtifactError, CorruptArtifactError
 from engine.records import TRAJECTORY_SCHEMA_VERSION, TrajectoryRecord
 from engine.trajectories.arrow_schema import plain_row, record_schema, unknown_keys
 
 log = logging.getLogger(__name__)
 
 TRAJECTORIES_DIR = "rollouts/trajectories"
+CORRUPT_DIR = "corrupt"
+"""Where unreadable shards are set aside, inside the store's folder; readers do not list it."""
 SCHEMA_NAME = "synthscale.trajectories"
 _META_NAME = b"synthscale.schema"
 _META_VERSION = b"synthscale.schema_version"
@@ -257,13 +268,57 @@ def read_shard(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.
             # a v1 shard's messages are upgraded from its steps: read those too, and drop them after
             helper = ["steps"] if version == 1 and columns and "messages" in columns and "steps" not in columns else []
             table = pf.read(columns=None if columns is None else [*columns, *helper])
-    except (pa.ArrowInvalid, OSError) as e:  # truncated, corrupted, or not Parquet at all
+    except (pa.ArrowException, OSError) as e:  # truncated, corrupted, or not Parquet at all
         if isinstance(e, FileNotFoundError):
             raise
-        raise ArtifactError(f"{path}: not a readable trajectory shard ({e}); move it out of the store and re-run "
-                            "the rollout stage to play its episodes again") from None
+        raise CorruptArtifactError(path, f"not a readable trajectory shard ({e})",
+                                   f"move it to {CORRUPT_DIR}/ beside it and re-run the rollout stage to play its "
+                                   "episodes again") from None
     table = upgrade_table(table)
     return table.drop_columns(helper) if helper else table
+
+
+def read_or_set_aside(fs: pafs.FileSystem, path: str, columns: list[str] | None) -> pa.Table | None:
+    """``read_shard``, except that an unreadable shard is set aside (``set_aside``) with a warning, and None comes
+    back, as it does for a shard gone since it was listed (another reader set it aside)."""
+    try:
+        return read_shard(fs, path, columns)
+    except FileNotFoundError:
+        return None
+    except CorruptArtifactError as e:
+        try:
+            moved = set_aside(fs, path)
+        except OSError as move_error:
+            log.warning("%s: %s; it could not be set aside (%s): it is skipped for now; move it to %s/ beside it by "
+                        "hand, then re-run the rollout stage to play its episodes again", path, e.reason, move_error,
+                        CORRUPT_DIR)
+            return None
+        log.warning("%s: %s; moved to %s (nothing deleted) and skipped: its episodes are missing from the store; "
+                    "re-run the rollout stage (`%s`, or `synthscale rollout`) to play them again, or import them "
+                    "again if they were imported", path, e.reason, moved, RERUN_COMMANDS["rollouts"])
+        return None
+
+
+def set_aside(fs: pafs.FileSystem, path: str) -> str:
+    """Move a shard into the ``corrupt/`` folder beside it (a rename where the filesystem has one; an object store
+    copies, then removes the original); returns its new path. A name already taken there gets a numbered suffix,
+    so nothing set aside earlier is replaced."""
+    folder, name = posixpath.split(path)
+    dest_dir = join(folder, CORRUPT_DIR)
+    fs.create_dir(dest_dir, recursive=True)
+    dest, n = join(dest_dir, name), 0
+    while exists(fs, dest):
+        n += 1
+        dest = join(dest_dir, f"{name}.{n}")
+    fs.move(path, dest)
+    return dest
+
+
+def set_aside_shards(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None) -> list[str]:
+    """The paths of the shards set aside as unreadable (``<run>/rollouts/trajectories/corrupt/``), by name."""
+    fs, base = trajectories_dir(run_dir, fs)
+    infos = fs.get_file_info(pafs.FileSelector(join(base, CORRUPT_DIR), allow_not_found=True))
+    return sorted((i.path for i in infos if i.type == pafs.FileType.File), key=lambda p: p.rsplit("/", 1)[-1])
 
 
 def check_shard_schema(path: str, schema: pa.Schema) -> int:
@@ -300,22 +355,26 @@ def _keep_indices(episode_ids: list[str], infra_errors: list[str | None]) -> lis
 
 def read_trajectory_table(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = None,
                           columns: Sequence[str] | None = None) -> pa.Table:
-    """All stored episodes as one deduplicated table (``columns`` picks a subset; the dedup keys are always read)."""
-    return read_stores([run_dir], columns, fs=fs)
+    """All stored episodes as one deduplicated table (``columns`` picks a subset; the dedup keys are always read).
+    Unreadable shards are set aside and skipped (see the module docstring)."""
+    return read_stores([run_dir], columns, fs=fs, set_aside=True)
 
 
 def read_stores(run_dirs: Sequence[str | os.PathLike], columns: Sequence[str] | None = None, *,
-                fs: pafs.FileSystem | None = None, with_path: bool = False) -> pa.Table:
+                fs: pafs.FileSystem | None = None, with_path: bool = False, set_aside: bool = False) -> pa.Table:
     """Several runs' stores as one table, deduplicated across them exactly as one store is (runs in the order
     given, each one's shards in name order). ``with_path`` adds a ``path`` column: the shard each row came from
-    (a path inside its filesystem, as Ray Data's ``include_paths`` gives it)."""
+    (a path inside its filesystem, as Ray Data's ``include_paths`` gives it). An unreadable shard is a
+    CorruptArtifactError naming it, or, with ``set_aside``, moved to ``corrupt/`` and skipped with a warning."""
     want = list(columns) if columns is not None else None
     read_cols = None if want is None else list(dict.fromkeys([*want, "episode_id", "infra_error"]))
     tables = []
     for run_dir in run_dirs:
         run_fs, base = trajectories_dir(run_dir, fs)
         for p in _list_shards(run_fs, base):
-            table = read_shard(run_fs, p, read_cols)
+            table = read_or_set_aside(run_fs, p, read_cols) if set_aside else read_shard(run_fs, p, read_cols)
+            if table is None:
+                continue
             tables.append(table.append_column("path", pa.array([p] * table.num_rows, pa.string())) if with_path
                           else table)
     if not tables:
@@ -342,12 +401,15 @@ def stored_episode_ids(run_dir: str | os.PathLike, fs: pafs.FileSystem | None = 
                        include_infra_errors: bool = False) -> set[str]:
     """Episode ids already in the store, for resume; reads only the ``episode_id`` and ``infra_error`` columns.
 
-    Episodes that ended in an infra error are left out by default, so that resume runs them again.
+    Episodes that ended in an infra error are left out by default, so that resume runs them again; so are those of
+    an unreadable shard, which is set aside (see the module docstring).
     """
     fs, base = trajectories_dir(run_dir, fs)
     done: set[str] = set()
     for path in _list_shards(fs, base):
-        table = read_shard(fs, path, ["episode_id", "infra_error"])
+        table = read_or_set_aside(fs, path, ["episode_id", "infra_error"])
+        if table is None:
+            continue
         for eid, infra in zip(table.column("episode_id").to_pylist(), table.column("infra_error").to_pylist()):
             if include_infra_errors or infra is None:
                 done.add(eid)

@@ -101,3 +101,47 @@ def test_heuristic_price_is_an_explicit_zero() -> None:
     prices = ModelConfig().prices
     assert prices["synthscale-heuristic"].input_per_mtok == 0.0
     assert "unknown-model" not in prices
+
+
+def test_a_config_that_is_not_utf8_names_the_file_and_the_byte(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("agent:\n  max_steps: 3\n# caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (f"{p}: not UTF-8 text (byte 27: b'\\xe9', invalid continuation byte); "
+                            "save the file as UTF-8")
+
+
+def test_a_config_that_is_a_folder_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: cannot read it \(Is a directory\)"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize("yaml_text, field", [
+    ("agent:\n  command_timeout_s: .inf\n", "agent.command_timeout_s"),
+    ("rollout:\n  budget_usd: .nan\n", "rollout.budget_usd"),
+    ("model:\n  prices:\n    m: {input_per_mtok: -.inf, output_per_mtok: 1}\n", "model.prices.m.input_per_mtok"),
+    ("curate:\n  cpus_per_actor: .inf\n", "curate.cpus_per_actor"),  # a section whose model is defined elsewhere
+    ("eval:\n  methods:\n    - {name: a, model: {provider: heuristic}}\n    - {name: b, serve: {checkpoint: c, "
+     "startup_timeout_s: .inf}}\n", "eval.methods.1.serve.startup_timeout_s"),
+])
+def test_non_finite_floats_are_refused_with_the_field_named(tmp_path: Path, yaml_text: str, field: str) -> None:
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p}: field '{field}': ")
+    assert "is not a finite number; give a finite value" in str(e.value)
+
+
+def test_non_finite_floats_are_refused_in_code_too() -> None:
+    from pydantic import ValidationError
+
+    from engine.config import AgentConfig
+
+    with pytest.raises(ValidationError, match="command_timeout_s\n  Input should be a finite number"):
+        AgentConfig(command_timeout_s=float("inf"))
+    cfg = RunConfig()
+    with pytest.raises(ValidationError, match="finite number"):
+        cfg.rollout.episode_timeout_s = float("nan")
+    assert RunConfig().rollout.episode_timeout_s == 4 * 3600.0

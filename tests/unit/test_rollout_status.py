@@ -120,3 +120,50 @@ def test_malformed_cancel_marker_is_an_artifact_error(tmp_path):
     (tmp_path / "rollouts" / "cancel.json").write_text("[1, 2]")
     with pytest.raises(ArtifactError, match="not a cancel request"):
         cancel_requested(str(tmp_path))
+
+
+def test_status_names_the_tasks_the_stage_gave_up(run_dir):
+    # b: 2 infra failures stored, 4 counted (2 lost leases the store never sees); c: given up with nothing stored
+    write_manifest(run_dir / "rollouts", Manifest(stage="rollouts", run_id="r1", config_hash="x",
+                                                  rejects={"task_failed:b": 4, "task_failed:c": 3, "other": 1}))
+    s = rollout_status(str(run_dir))
+    assert s.complete and s.given_up == {"b": 4, "c": 3}
+    assert [(t.task_id, t.given_up, t.done, t.infra_failures) for t in s.tasks] == [
+        ("a", None, 3, 0), ("b", 4, 1, 2), ("c", 3, 0, 0)]
+    assert s.tasks[1].infra_errors == {"ModelError": 1, "SandboxError": 1}
+    assert render_status(s) == "\n".join([
+        f"run r1 ({run_dir}): complete, 2 tasks given up",
+        "task          done  infra     cost $  exit statuses",
+        "a              3/3      0     0.8125  submitted: 2, autosubmission (max_steps): 1",
+        "b              1/3      2     1.0000  submitted: 1",
+        "c              0/3      0     0.0000",
+        "total          4/9      2     1.8125  submitted: 3, autosubmission (max_steps): 1",
+        "infra errors by kind: ModelError: 1, SandboxError: 1",
+        "given up after too many infra failures (rollout.max_infra_failures_per_task; a re-run tries them again):",
+        "  b: 4 infra failures; stored: ModelError: 1, SandboxError: 1",
+        "  c: 3 infra failures; stored: none",
+    ])
+
+
+def test_one_task_given_up_is_singular(run_dir):
+    write_manifest(run_dir / "rollouts", Manifest(stage="rollouts", run_id="r1", config_hash="x",
+                                                  rejects={"task_failed:a": 1}))
+    assert render_status(rollout_status(str(run_dir))).splitlines()[0] == f"run r1 ({run_dir}): complete, 1 task given up"
+
+
+def test_status_sets_aside_an_unreadable_shard_and_lists_it(run_dir, caplog):
+    shards = sorted((run_dir / "rollouts" / "trajectories").glob("part-*.parquet"))
+    shards[1].write_bytes(b"not parquet")  # b0, b1, b2 and a retry of a2 are lost
+    with caplog.at_level("WARNING"):
+        s = rollout_status(str(run_dir))
+    moved = str(run_dir / "rollouts" / "trajectories" / "corrupt" / shards[1].name)
+    assert f"{shards[1]}: not a readable trajectory shard" in caplog.text
+    assert s.set_aside == [moved] and [t.task_id for t in s.tasks] == ["a"]
+    assert (s.done, s.infra_failures) == (2, 1)
+    assert render_status(s).splitlines()[-3:] == [
+        "infra errors by kind: SandboxError: 1",
+        "unreadable shards set aside (1; their episodes are missing until `synthscale episode` or `synthscale "
+        "rollout` plays them again):",
+        f"  {moved}",
+    ]
+    assert rollout_status(str(run_dir)).set_aside == [moved]  # listed by later calls too

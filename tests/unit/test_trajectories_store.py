@@ -406,3 +406,107 @@ def test_reasoning_is_not_copied_onto_turns_that_do_not_match_the_steps(caplog):
     assert "episode ep-9: 1 assistant messages do not match its 1 steps" in caplog.text
     two_steps = [_v1_step(0, "something else", "ls", "think 0"), _v1_step(1, "R1", "pwd", "think 1")]
     assert reasoning_onto_messages(messages, two_steps) == messages  # a missing turn that was not a format failure
+
+
+# -- unreadable shards: set aside, reported, skipped ------------------------------------------------------------------
+
+def _store_with_a_corrupt_episode(tmp_path):
+    """A store of episodes a, b (per-episode shards) and c, d (one writer shard), with b's shard truncated."""
+    from engine.trajectories.episode_shards import write_episode
+
+    write_episode(tmp_path, bare_record("a"))
+    victim = write_episode(tmp_path, bare_record("b"))
+    TrajectoryWriter(tmp_path).write([bare_record("c"), bare_record("d", infra_error="SandboxError: gone")])
+    with open(victim, "r+b") as f:
+        f.truncate(100)
+    return victim
+
+
+def test_readers_set_an_unreadable_shard_aside_and_go_on(tmp_path, caplog):
+    from engine.trajectories.store import set_aside_shards
+
+    victim = _store_with_a_corrupt_episode(tmp_path)
+    moved = str(_shard_dir(tmp_path) / "corrupt" / "part-ep-b.parquet")
+    with caplog.at_level("WARNING", logger="engine.trajectories.store"):
+        table = read_trajectory_table(tmp_path, columns=["episode_id"])
+    assert table.column("episode_id").to_pylist() == ["c", "d", "a"]  # shards in name order
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{victim}: not a readable trajectory shard (")
+    assert f"; moved to {moved} (nothing deleted) and skipped: its episodes are missing from the store; re-run " \
+           "the rollout stage (`synthscale episode`, or `synthscale rollout`) to play them again" in warning
+    assert not os.path.exists(victim) and os.path.getsize(moved) == 100  # moved whole, never deleted
+    assert set_aside_shards(tmp_path) == [moved]
+    caplog.clear()
+    assert [r.episode_id for r in read_trajectories(tmp_path)] == ["c", "d", "a"]  # corrupt/ is not listed
+    assert stored_episode_ids(tmp_path) == {"a", "c"} and not caplog.records
+
+
+def test_resume_readers_set_aside_too(tmp_path, caplog):
+    from engine.trajectories.episode_shards import stored_outcomes
+
+    victim = _store_with_a_corrupt_episode(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert stored_outcomes(tmp_path, ["a", "b", "x"], ["seed", "infra_error"]) == {
+            "a": {"seed": 0, "infra_error": None}}  # b is missing: the worker plays it again
+    assert "not a readable trajectory shard" in caplog.text and not os.path.exists(victim)
+
+    victim = _store_with_a_corrupt_episode(tmp_path / "again")
+    assert stored_episode_ids(tmp_path / "again", include_infra_errors=True) == {"a", "c", "d"}
+    assert not os.path.exists(victim)
+
+
+def test_a_name_set_aside_before_is_kept(tmp_path):
+    from engine.trajectories.store import set_aside_shards
+
+    _store_with_a_corrupt_episode(tmp_path)
+    read_trajectory_table(tmp_path)
+    _store_with_a_corrupt_episode(tmp_path)  # b stored again, and corrupted again
+    read_trajectory_table(tmp_path)
+    corrupt = _shard_dir(tmp_path) / "corrupt"
+    assert [p.rsplit("/", 1)[-1] for p in set_aside_shards(tmp_path)] == ["part-ep-b.parquet", "part-ep-b.parquet.1"]
+    assert sorted(p.name for p in corrupt.iterdir()) == ["part-ep-b.parquet", "part-ep-b.parquet.1"]
+
+
+def test_read_stores_raises_unless_asked_to_set_aside(tmp_path):
+    from engine.errors import CorruptArtifactError
+    from engine.trajectories.store import read_stores
+
+    victim = _store_with_a_corrupt_episode(tmp_path)
+    with pytest.raises(CorruptArtifactError) as info:
+        read_stores([tmp_path], ["episode_id"])
+    assert info.value.path == victim and str(info.value).startswith(f"{victim}: not a readable trajectory shard (")
+    assert os.path.exists(victim)
+    assert read_stores([tmp_path], ["episode_id"], set_aside=True).num_rows == 3
+
+
+def test_a_shard_that_cannot_be_moved_is_skipped_with_a_warning(tmp_path, caplog, monkeypatch):
+    import engine.trajectories.store as store
+
+    def refuse(fs, path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(store, "set_aside", refuse)
+    victim = _store_with_a_corrupt_episode(tmp_path)
+    with caplog.at_level("WARNING"):
+        assert read_trajectory_table(tmp_path, columns=["episode_id"]).num_rows == 3
+    assert f"{victim}: not a readable trajectory shard" in caplog.text
+    assert "it could not be set aside ([Errno 13] Permission denied" in caplog.text
+    assert os.path.exists(victim)
+
+
+def test_a_shard_gone_since_it_was_listed_is_skipped(tmp_path, monkeypatch):
+    import engine.trajectories.store as store
+
+    TrajectoryWriter(tmp_path).write([bare_record("a")])
+    listed = store._list_shards
+    monkeypatch.setattr(store, "_list_shards", lambda fs, base: [*listed(fs, base), f"{base}/part-gone.parquet"])
+    assert read_trajectory_table(tmp_path, columns=["episode_id"]).num_rows == 1
+    assert stored_episode_ids(tmp_path) == {"a"}
+
+
+def test_a_shard_of_another_schema_is_refused_not_set_aside(tmp_path):
+    shard = _shard_dir(tmp_path) / "part-0001.parquet"
+    pq.write_table(pa.table({"episode_id": ["a"]}), shard)
+    with pytest.raises(ArtifactError, match="not a synthscale trajectory shard"):
+        read_trajectory_table(tmp_path)
+    assert shard.exists() and not (_shard_dir(tmp_path) / "corrupt").exists()
