@@ -126,6 +126,7 @@ def run_curate(cfg: RunConfig, executor_for, *, start_over: bool = False) -> Cur
     student = load_student_tokenizer(cur.student)
     check_reasoning_supported(cur.sample_unit, cur.reasoning, student)
     inputs = curate_inputs(cfg)
+    light = read_stores(inputs, RECORD_COLUMNS, with_path=True, set_aside=True)  # unreadable shards go aside first
     shards = [(run_dir, p) for run_dir in inputs for p in shard_paths(run_dir)]
     if not shards:
         raise ArtifactError(f"curate: no trajectory shards in {inputs} (rollouts/trajectories/part-*.parquet); run "
@@ -137,7 +138,6 @@ def run_curate(cfg: RunConfig, executor_for, *, start_over: bool = False) -> Cur
         log.info("run %s: curation already done under these inputs and settings; reusing %s", cfg.run_id, out_dir)
         return CuratedData(out_dir, done, _read_stats(out_dir))
     write_config(out_dir, cfg)
-    light = read_stores(inputs, RECORD_COLUMNS, with_path=True)
     selection = select_records(light, cur.filters)
     executor = executor_for(student)
     samples = executor.tokenize(shards, selection.keep, cur)

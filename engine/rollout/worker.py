@@ -27,6 +27,7 @@ from engine.config import RunConfig
 from engine.errors import BudgetExceededError, EngineError, SandboxError, TaskError
 from engine.protocols import ChatModel, Completion, Message, Runtime, Sandbox, SamplingParams, SandboxSpec
 from engine.records import TrajectoryRecord
+from engine.redact import redact
 from engine.rollout.leases import EpisodeOutcome, Lease, LeaseResult
 from engine.rollout.observer import NullObserver, RolloutObserver
 from engine.rollout.plan import TaskRef
@@ -199,8 +200,12 @@ class EpisodeWorker:
                                   run_id=self.cfg.run_id, sampling=self.cfg.model.sampling, policy=self.policy,
                                   time_limit_s=self.cfg.rollout.episode_timeout_s, on_step=self.observer.step)
             except SandboxError as e:  # the sandbox would not start or reset
-                rec = self._infra_record(task, seed, f"SandboxError: {e}")
+                if self._closed:  # this worker's own close() took the sandbox away: the lease is lost, not the episode
+                    raise WorkerClosed(f"worker {self.worker_id} closed during an episode") from None
+                rec = self._infra_record(task, seed, f"SandboxError: {redact(str(e), env_names=[self.cfg.model.api_key_env])}")
             self._account(rec, time.monotonic() - started)
+            if rec.infra_error is not None and self._closed:
+                raise WorkerClosed(f"worker {self.worker_id} closed during an episode")
             if rec.infra_error is None:
                 self._prepare_next(slot)
                 break
