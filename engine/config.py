@@ -100,6 +100,8 @@ class SandboxConfig(_Config):
         False, description="local runtime without bubblewrap: run commands unisolated (never on shared machines)."
     )
     uid: int = Field(1000, ge=1, description="Unprivileged user the sandboxed processes run as.")
+    grader_uid: int = Field(
+        1001, ge=1, description="Unprivileged user graders run as (their files are unreadable to `uid`); must differ.")
     image_packages: list[str] = Field(
         default_factory=lambda: ["numpy", "pandas", "scikit-learn", "statsmodels", "gymnasium"],
         description="Packages the task image holds (beyond the standard library); generated code may import only these.",
@@ -109,6 +111,9 @@ class SandboxConfig(_Config):
     def _check_mode(self) -> SandboxConfig:
         if self.runtime == "docker" and self.allow_unsandboxed:
             raise ConfigError("sandbox.allow_unsandboxed applies to the local runtime only; drop it for docker")
+        if self.grader_uid == self.uid:
+            raise ConfigError(f"sandbox.grader_uid {self.grader_uid} equals sandbox.uid: graders must run as another "
+                              "user, so that the agent's processes cannot read their files; pick another uid")
         return self
 
 

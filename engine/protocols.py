@@ -10,6 +10,7 @@ from typing_extensions import NotRequired, TypedDict
 
 if TYPE_CHECKING:  # the records the seams exchange; imported for types only, so this module imports nothing
     from engine.rollout.leases import Lease, LeaseDone, WorkerInfo, WorkerSpec
+    from engine.config import SandboxConfig
     from engine.serving.launch import ServeConfig
 
 
@@ -100,6 +101,10 @@ class SandboxSpec(BaseModel):
     read_only_paths: list[str] = Field(default_factory=list, description="Workspace-relative files the agent may not change.")
     gpu_ids: list[str] = Field(default_factory=list, description="Physical GPU ids this sandbox owns, exactly.")
     labels: dict[str, str] = Field(default_factory=dict, description="run_id, task_id, …: put on containers for the reaper.")
+    uid: int | None = Field(
+        None, ge=1, description="Unprivileged uid the sandbox's processes run as and its starter files' owner; None: "
+                                "sandbox.uid (the agent's). Another uid than the agent's makes the sandbox private: "
+                                "its files are unreadable to agent-uid processes (a grader's sandbox).")
 
 
 class Sandbox(Protocol):
@@ -107,13 +112,24 @@ class Sandbox(Protocol):
 
     workdir: str
 
-    def exec(self, command: str, timeout_s: float, cwd: str | None = None) -> ExecResult: ...
+    def exec(self, command: str, timeout_s: float, cwd: str | None = None, uid: int | None = None) -> ExecResult:
+        """Run `bash -c command`; nothing it started runs after it returns. `uid`: None (the sandbox's own) or
+        the agent's uid (an agent-uid process in a private sandbox)."""
+        ...
 
-    def read_file(self, path: str) -> bytes: ...
+    def read_file(self, path: str, max_bytes: int = ...) -> bytes:
+        """A regular file's bytes, at most `max_bytes`; never through a link out of the workspace. The agent's
+        doing (too large, a special file, a link out) raises an OSError subclass; a stuck sandbox SandboxError."""
+        ...
 
     def write_file(self, path: str, data: bytes) -> None: ...
 
-    def copy_out(self, path: str, dest: Path) -> None: ...
+    def copy_out(self, path: str, dest: Path, max_bytes: int = ...) -> None: ...
+
+    def list_files(self, path: str = ".", max_depth: int = 3) -> list[str]:
+        """Regular files below `path` (relative to it, sorted, hidden ones included), listed NUL-separated and
+        never through links, so no file name can forge another path."""
+        ...
 
     def reset(self) -> None: ...
 
@@ -128,6 +144,7 @@ class Runtime(Protocol):
     """Starts sandboxes of one kind (Docker, bubblewrap)."""
 
     name: str
+    cfg: SandboxConfig
 
     def start(self, spec: SandboxSpec) -> Sandbox: ...
 

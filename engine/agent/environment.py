@@ -254,7 +254,12 @@ class AgentEnvironment:
         if int(kind) > MAX_OPEN_BYTES:
             raise _Refusal(f"Error: {path} is {int(kind)} bytes, too large for the viewer. "
                            "Read parts of it with head, tail or grep.")
-        data = self.sandbox.read_file(path)
+        try:
+            data = self.sandbox.read_file(path, MAX_OPEN_BYTES)
+        except (ConnectionError, TimeoutError):
+            raise
+        except OSError as e:  # a link out of the workspace, a special file, …: refused, as the agent's own doing
+            raise _Refusal(f"Error: {path} cannot be opened ({e.strerror or e}).") from None
         if path.lower().endswith(_IMAGE_SUFFIXES) or data.startswith(_IMAGE_MAGIC):
             raise _Refusal(f"Error: {path} is an image file. This environment cannot show images.")
         try:

@@ -9,12 +9,12 @@ import os
 import sys
 from pathlib import Path
 
-from engine.sandbox.common import HOME, SYSTEM_PATH, WORKDIR, minimal_env
+from engine.sandbox.common import AGENT_UMASK, HOME, SYSTEM_PATH, WORKDIR, minimal_env
 
 SYSTEM_DIRS = ("/usr", "/etc")
 TOP_LEVEL_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-AGENT_UMASK = 0o022
-"""The sandbox user's umask, set explicitly so that files the runtime creates for it get the same modes."""
+OWNER_NAME = "sandbox"
+"""The user name of a private sandbox's owner (a uid other than the agent's)."""
 
 
 def interpreter_prefixes() -> list[str]:
@@ -68,23 +68,28 @@ def _interpreter_args() -> list[str]:
 
 
 def agent_passwd(
-    uid: int, host_passwd: Path = Path("/etc/passwd"), host_group: Path = Path("/etc/group")
+    uid: int, host_passwd: Path = Path("/etc/passwd"), host_group: Path = Path("/etc/group"),
+    owner_uid: int | None = None,
 ) -> tuple[str, str]:
-    """/etc/passwd and /etc/group for the sandbox: the host's entries minus any other owner of `uid`,
-    plus the user `agent` (so `id`, `whoami` and Python's getpass name the sandbox user correctly)."""
+    """/etc/passwd and /etc/group for the sandbox: the host's entries minus any other owner of `uid` (and of
+    `owner_uid`), plus the user `agent` (so `id`, `whoami` and Python's getpass name the sandbox user correctly) and,
+    for a private sandbox, its owner `sandbox` (uid `owner_uid`), both with the sandbox's $HOME."""
+    users = {"agent": uid} | ({OWNER_NAME: owner_uid} if owner_uid not in (None, uid) else {})
+
     def keep(text: str) -> list[str]:
         out = []
         for line in text.splitlines():
             fields = line.split(":")
-            if len(fields) > 2 and fields[2] == str(uid):
+            if len(fields) > 2 and fields[2] in {str(u) for u in users.values()}:
                 continue
-            if fields and fields[0] == "agent":
+            if fields and fields[0] in users:
                 continue
             out.append(line)
         return out
 
-    passwd = keep(host_passwd.read_text()) + [f"agent:x:{uid}:{uid}:synthscale agent:{HOME}:/bin/bash"]
-    group = keep(host_group.read_text()) + [f"agent:x:{uid}:"]
+    entries = [f"{name}:x:{u}:{u}:synthscale {name}:{HOME}:/bin/bash" for name, u in users.items()]
+    passwd = keep(host_passwd.read_text()) + entries
+    group = keep(host_group.read_text()) + [f"{name}:x:{u}:" for name, u in users.items()]
     return "\n".join(passwd) + "\n", "\n".join(group) + "\n"
 
 
@@ -131,6 +136,23 @@ def bwrap_argv(
     return args
 
 
+def args_memfd(options: list[str]) -> int:
+    """A memfd (close-on-exec, at offset 0) holding bwrap's options NUL-separated, for `bwrap --args FD`: bwrap is
+    pid 1 of the sandbox, whose command line the agent's `ps` shows, and the options name host paths (the sandbox's
+    folder, the run and task ids). Reopen it (`reopen_fd`) for each bwrap that reads it."""
+    if not options or options[0] != "bwrap":
+        raise ValueError(f"expected bwrap's argv, got {options[:1]}")
+    fd = os.memfd_create("synthscale-bwrap-args", os.MFD_CLOEXEC)
+    os.write(fd, b"".join(os.fsencode(arg) + b"\0" for arg in options[1:]))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def reopen_fd(fd: int) -> int:
+    """A new descriptor of what `fd` refers to, at offset 0 and close-on-exec (pass it with pass_fds)."""
+    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
 def sandbox_env(gpu_ids: list[str]) -> dict[str, str]:
     """The whole environment of a sandboxed command: the minimal one, plus the GPUs it owns."""
     env = minimal_env(sandbox_path_env())
@@ -155,9 +177,9 @@ def drop_privileges_argv(uid: int) -> list[str]:
     ]  # fmt: skip
 
 
-def limits_script(*, nproc: int | None, data_bytes: int | None, file_size_bytes: int) -> str:
+def limits_script(*, nproc: int | None, data_bytes: int | None, file_size_bytes: int, umask: int = AGENT_UMASK) -> str:
     """Shell text that sets soft and hard limits for itself and its children (bash's `ulimit`, in KiB), then the
-    umask the runtime assumes when it creates files for the agent; it runs as the sandbox user, before the
+    umask the runtime assumes when it creates files for the sandbox user; it runs as that user, before the
     command, in the same bash (a `prlimit` process per command costs more). A user cannot raise a hard limit.
 
     Memory uses RLIMIT_DATA (private writable memory, Linux >= 4.7), not RLIMIT_AS: numpy/OpenBLAS reserve
@@ -171,4 +193,4 @@ def limits_script(*, nproc: int | None, data_bytes: int | None, file_size_bytes:
         limits += f" -u {nproc}"
     if data_bytes is not None:
         limits += f" -d {max(1, data_bytes // 1024)}"
-    return limits + f" && umask {AGENT_UMASK:03o}"
+    return limits + f" && umask {umask:03o}"

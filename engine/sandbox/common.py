@@ -3,6 +3,7 @@ and the starter-workspace tar (ownership and read-only modes baked in)."""
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -20,6 +21,10 @@ WORKDIR = "/home/agent/workspace"
 HOME = "/home/agent"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 KILL_EXIT_CODE = 128 + 9
+AGENT_UMASK = 0o022
+"""The sandbox user's umask, set explicitly so that files the runtime creates for it get the same modes."""
+PRIVATE_UMASK = 0o077
+"""The umask of a private sandbox's owner (`umask_of`)."""
 
 
 def minimal_env(path: str, home: str = HOME, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -95,17 +100,59 @@ def bash_script(command: str, cwd: str) -> str:
 
 
 def raise_file_error(path: str, exit_code: int, stderr: bytes) -> None:
-    """Turn a failed `cat`/write inside the sandbox into the OSError Python would raise for it."""
+    """Turn a failed file operation inside the sandbox (`cat`, `head`, `realpath`, a write) into the OSError Python
+    would raise for it; what no file explains is the sandbox's failure (SandboxError)."""
     message = decode_output(stderr).strip() or f"exit code {exit_code}"
     if "No such file" in message or "Not a directory" in message or "Directory nonexistent" in message:  # dash's
-        raise FileNotFoundError(2, f"{message}", path)
+        raise FileNotFoundError(errno.ENOENT, f"{message}", path)
     if "Permission denied" in message or "Read-only file system" in message or "Operation not permitted" in message:
-        raise PermissionError(13, f"{message}", path)
+        raise PermissionError(errno.EACCES, f"{message}", path)
     if "Is a directory" in message:
-        raise IsADirectoryError(21, f"{message}", path)
+        raise IsADirectoryError(errno.EISDIR, f"{message}", path)
     if "No space left" in message or "File too large" in message:
-        raise OSError(28, f"{message}", path)
+        raise OSError(errno.ENOSPC, f"{message}", path)
+    if "Too many levels of symbolic links" in message:  # a link loop the agent made
+        raise OSError(errno.ELOOP, f"{message}", path)
+    if "File name too long" in message:
+        raise OSError(errno.ENAMETOOLONG, f"{message}", path)
     raise SandboxError(f"file operation on {path!r} in the sandbox failed: {message}")
+
+
+def max_file_bytes(workspace_mb: int) -> int:
+    """The largest file a sandboxed process may write (RLIMIT_FSIZE): a little above the workspace's size, so that
+    filling the workspace reports a full disk (ENOSPC) as it should, while no file, sparse or in another
+    scratch folder, can be larger (`truncate -s 100G` fails).
+
+    >>> max_file_bytes(512) // 2**20
+    513
+    """
+    return (workspace_mb + 1) * 1024 * 1024
+
+
+def sandbox_uid(agent_uid: int, spec: object) -> int:
+    """The uid a sandbox's processes run as: the spec's `uid` when it names one (a grader's sandbox, say),
+    else the agent's (`SandboxConfig.uid`).
+
+    >>> from types import SimpleNamespace
+    >>> [sandbox_uid(1000, spec) for spec in (SimpleNamespace(uid=None), SimpleNamespace(uid=1001), object())]
+    [1000, 1001, 1000]
+    """
+    uid = getattr(spec, "uid", None)  # SandboxSpec.uid, where the engine's SandboxSpec has that field
+    if uid is None:
+        return agent_uid
+    if uid < 1:
+        raise SandboxError(f"SandboxSpec.uid {uid} is not an unprivileged uid; use one >= 1 other than root's")
+    return uid
+
+
+def umask_of(uid: int, owner_uid: int, agent_uid: int) -> int:
+    """The umask of a process running as `uid` in a sandbox of `owner_uid`: 077 for the owner of a private sandbox
+    (one whose owner is not the agent), so that nothing it writes is readable by the agent's uid; 022 otherwise.
+
+    >>> oct(umask_of(1001, 1001, 1000)), oct(umask_of(1000, 1001, 1000)), oct(umask_of(1000, 1000, 1000))
+    ('0o77', '0o22', '0o22')
+    """
+    return PRIVATE_UMASK if uid == owner_uid != agent_uid else AGENT_UMASK
 
 
 def _read_only_set(root: Path, read_only_paths: list[str]) -> tuple[set[str], set[str]]:
@@ -130,32 +177,40 @@ def _read_only_set(root: Path, read_only_paths: list[str]) -> tuple[set[str], se
     return locked, sticky
 
 
-def workspace_tar(src: Path, read_only_paths: list[str], uid: int, dest: Path) -> Path:
+def workspace_tar(src: Path, read_only_paths: list[str], uid: int, dest: Path, private: bool = False) -> Path:
     """Write the starter workspace `src` as a tar at `dest` whose members carry their final owners and modes:
-    the agent (`uid`) owns everything except `read_only_paths` (root, 0444 files / 0555 folders) and the
+    the sandbox user (`uid`) owns everything except `read_only_paths` (root, 0444 files / 0555 folders) and the
     folders above them (root, 01777). Extract it as root with ownership kept (tar -xp, tarfile as root).
-    The tar holds no '.' entry: the workspace folder itself (a root-owned sticky tmpfs) keeps its mode."""
+    The tar holds no '.' entry: the workspace folder itself (a root-owned sticky tmpfs) keeps its mode.
+
+    `private` (a sandbox whose user is not the agent, `umask_of`): no member is readable by others, the user's own
+    files are 0600/0700 and the read-only ones root's with the user's group (0440/0550, sticky folders 01770), so
+    that a process of the agent's uid in the same sandbox can read none of them."""
     src = Path(src)
     if not src.is_dir():
         raise SandboxError(f"starter workspace {src} is not a folder; check the task folder's workspace/")
     locked, sticky = _read_only_set(src, read_only_paths)
+    others = 0o770 if private else 0o777  # the bits a member may keep
+    group = uid if private else 0  # of root's members
     with tarfile.open(dest, "w") as tar:
         for path in sorted(src.rglob("*")):
             rel = str(path.relative_to(src))
             info = tar.gettarinfo(str(path), arcname=rel)
             info.uname = info.gname = ""
             if rel in locked:
-                info.uid = info.gid = 0
-                info.mode = 0o555 if info.isdir() else 0o444
+                info.uid, info.gid = 0, group
+                info.mode = (0o555 if info.isdir() else 0o444) & others
             elif rel in sticky:
-                info.uid = info.gid = 0
-                info.mode = 0o1777
+                info.uid, info.gid = 0, group
+                info.mode = 0o1000 | 0o777 & others
             else:
                 info.uid = info.gid = uid
                 if info.isdir():
                     info.mode |= 0o700
                 elif not info.issym():
                     info.mode |= 0o600
+                if private and not info.issym():
+                    info.mode &= 0o7700
             if info.isfile():
                 with path.open("rb") as f:
                     tar.addfile(info, f)

@@ -3,12 +3,20 @@
 labelled synthscale.* (removed on close, or by `reap`).
 
 Layout inside the container: pid 1 is `sleep infinity` under docker's init (which reaps orphans); every agent
-command is a `docker exec` as uid `cfg.uid` with a minimal environment, run under `timeout --signal=KILL`
-in its own process group, which is killed when the command ends or times out (a host-side timer kills all
-agent processes if that ever fails). The workspace, $HOME, /tmp and /var/tmp are size-limited tmpfs; the
-starter workspace is kept as a tar in /root (root-only) and unpacked by a root exec on start and reset,
-which is far cheaper than starting a new container. Files move through `cat` as the agent (so permissions
-apply), because docker's archive API cannot see tmpfs mounts.
+command is a `docker exec` as the sandbox's uid (`cfg.uid`, or `SandboxSpec.uid`) with a minimal environment,
+run under `timeout --signal=KILL`; when it ends or times out its process group is killed, then every process
+of its uid (`kill -1` as that uid, which reaches exactly those, and no further than the container's pid
+namespace), so nothing of the agent's runs between commands, even what left the group (setsid, double forks).
+If the exec overruns its timeout anyway, the host kills every non-root process from outside. The workspace,
+$HOME, /tmp and /var/tmp are size-limited tmpfs, and RLIMIT_FSIZE caps any single file a little above the
+workspace's size (a sparse file included); the starter workspace is kept as a tar in /root (root-only) and
+unpacked by a root exec on start and reset, which is far cheaper than starting a new container. Files move
+through a writer (`cat`) and a reader (`engine.sandbox.reads`: caps in size and time, regular files only, links
+only within the workspace) run as the sandbox user, so permissions apply, because docker's archive API cannot see
+tmpfs mounts; their output is read off dockerd's socket with a deadline (`engine.sandbox.dockerio`).
+A private sandbox (`SandboxSpec.uid` other than the agent's): starter files 0600/0700, umask 077, $HOME its
+user's alone and the workspace folder closed to others, so that a process of the agent's uid in it
+(`exec(..., uid=cfg.uid, cwd="/tmp")`: it cannot enter the workspace) can read none of its files.
 """
 
 from __future__ import annotations
@@ -18,7 +26,6 @@ import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -29,8 +36,13 @@ from engine.config import SandboxConfig
 from engine.errors import SandboxError
 from engine.protocols import ExecResult, SandboxSpec
 from engine.sandbox.common import (
-    HOME, KILL_EXIT_CODE, SYSTEM_PATH, WORKDIR, OutputBuffer, bash_script, minimal_env, pid_alive,
-    raise_file_error, sandbox_path, single_file_tar, workspace_tar, wrap_file_in_tar, write_host_file,
+    HOME, KILL_EXIT_CODE, SYSTEM_PATH, WORKDIR, OutputBuffer, bash_script, max_file_bytes, minimal_env, pid_alive,
+    raise_file_error, sandbox_path, sandbox_uid, single_file_tar, umask_of, workspace_tar, wrap_file_in_tar,
+    write_host_file,
+)  # fmt: skip
+from engine.sandbox.dockerio import EOF, Capped, ExecStream
+from engine.sandbox.reads import (
+    MAX_ERROR_BYTES, MAX_LIST_BYTES, MAX_READ_BYTES, READ_TIMEOUT_S, check_answer, list_argv, read_argv, split_listing,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -43,14 +55,24 @@ BUILD_HINT = "bash cluster/images/build-offline.sh"
 # Capabilities kept for root maintenance execs only (reset, staging files); agent commands run as cfg.uid
 # and get none.
 ROOT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETUID", "SETGID"]
-# Run as the agent: the command's process group is killed when it ends, so background jobs end with it.
-# As root, $1 = the agent's uid. pid 1 and docker's init run as root, so every process of that uid is the
-# agent's; repeat because a dying fork bomb may still be forking.
-KILL_AGENT_SCRIPT = 'i=0; while pkill -KILL -u "$1" && [ "$i" -lt 100 ]; do i=$((i+1)); sleep 0.05; done'
+# As root, $1 = the sandbox's uids, comma-separated. pid 1 and docker's init run as root, so every process of those
+# uids is the sandbox's; repeat because a dying fork bomb may still be forking.
+KILL_SANDBOX_SCRIPT = 'i=0; while pkill -KILL -U "$1" && [ "$i" -lt 100 ]; do i=$((i+1)); sleep 0.05; done'
+# Run as the command's uid ($1 timeout, $2 script, $3 umask): the command's process group is killed when it ends,
+# then every other process of that uid (`kill -1` spares only the caller, and the kernel signals them all at
+# once, so none can fork away), so that nothing the command started runs on.
 EXEC_WRAPPER = (
-    'timeout --signal=KILL "$1" bash -c "$2" & p=$!; wait "$p"; rc=$?; '
-    'kill -s KILL -- "-$p" 2>/dev/null; exit "$rc"'
+    'umask "$3"; timeout --signal=KILL "$1" bash -c "$2" & p=$!; wait "$p"; rc=$?; '
+    'kill -s KILL -- "-$p" 2>/dev/null; kill -s KILL -- -1 2>/dev/null; exit "$rc"'
 )
+# Run as root at the start of a private sandbox ($2 its uid): name the uid in /etc/passwd and /etc/group when the
+# image does not, and close $HOME (docker gives a tmpfs the mode of the image's folder under it, not the mount's).
+PRIVATE_SETUP_SCRIPT = (
+    'getent passwd "$2" >/dev/null || echo "sandbox:x:$2:$2:synthscale sandbox:' + HOME + ':/bin/bash" >> /etc/passwd; '
+    'getent group "$2" >/dev/null || echo "sandbox:x:$2:" >> /etc/group; chmod 0700 ' + HOME + '; '
+)
+MAINTENANCE_CAP_BYTES = 1024 * 1024
+MAINTENANCE_TIMEOUT_S = 600.0  # a reset unpacks the starter, which may be large
 
 
 def _docker():
@@ -65,8 +87,11 @@ def container_kwargs(cfg: SandboxConfig, spec: SandboxSpec, labels: dict[str, st
     """Arguments of `client.containers.create` for one task container (pure: no Docker needed).
 
     GPUs are requested by id, exactly `spec.gpu_ids`, and not at all when that list is empty."""
-    uid = cfg.uid
+    docker = _docker()
+    uid = sandbox_uid(cfg.uid, spec)
+    private = uid != cfg.uid
     scratch = f"size={cfg.workspace_mb}m,exec,nosuid,nodev"
+    fsize = max_file_bytes(cfg.workspace_mb)
     kwargs: dict[str, Any] = {
         "image": cfg.image,
         "command": ["sleep", "infinity"],
@@ -79,11 +104,14 @@ def container_kwargs(cfg: SandboxConfig, spec: SandboxSpec, labels: dict[str, st
         "nano_cpus": int(cfg.cpus * 1e9),
         "pids_limit": cfg.pids_limit,
         "tmpfs": {
-            HOME: f"{scratch},mode=0755,uid={uid},gid={uid}",
-            WORKDIR: f"{scratch},mode=1777,uid=0,gid=0",  # root-owned and sticky: read-only files stay
+            HOME: f"{scratch},mode={'0700' if private else '0755'},uid={uid},gid={uid}",
+            # root-owned and sticky: read-only files stay; private: closed to other uids
+            WORKDIR: f"{scratch},mode=1770,uid=0,gid={uid}" if private else f"{scratch},mode=1777,uid=0,gid=0",
             "/tmp": f"{scratch},mode=1777",
             "/var/tmp": f"{scratch},mode=1777",
         },
+        "ulimits": [docker.types.Ulimit(name="fsize", soft=fsize, hard=fsize),
+                    docker.types.Ulimit(name="core", soft=0, hard=0)],
         "environment": minimal_env(SYSTEM_PATH),
         "working_dir": WORKDIR,
         "hostname": "sandbox",
@@ -92,7 +120,6 @@ def container_kwargs(cfg: SandboxConfig, spec: SandboxSpec, labels: dict[str, st
         "security_opt": ["no-new-privileges"],
     }
     if spec.gpu_ids:
-        docker = _docker()
         kwargs["device_requests"] = [docker.types.DeviceRequest(device_ids=list(spec.gpu_ids), capabilities=[["gpu"]])]
     return kwargs
 
@@ -161,17 +188,21 @@ class DockerSandbox:
 
     def __init__(self, client: Any, cfg: SandboxConfig, spec: SandboxSpec, kwargs: dict[str, Any]) -> None:
         self.client, self.cfg, self.spec = client, cfg, spec
+        self.uid = sandbox_uid(cfg.uid, spec)
+        self.private = self.uid != cfg.uid
+        self._uids = ",".join(str(u) for u in sorted({self.uid, cfg.uid}))  # whoever may run here
         self._closed = False
         self.container = None
         tmp = Path(tempfile.mkdtemp(prefix="synthscale-docker-"))  # only while starting: nothing to leave behind
         try:
-            starter = workspace_tar(spec.workspace, spec.read_only_paths, cfg.uid, tmp / "starter.tar")
+            starter = workspace_tar(spec.workspace, spec.read_only_paths, self.uid, tmp / "starter.tar",
+                                    private=self.private)
             outer = wrap_file_in_tar(starter, Path(STARTER_TAR).name, tmp / "upload.tar")
             self.container = self._call("create the container", client.containers.create, **kwargs)
             self._call("start the container", self.container.start)
             with outer.open("rb") as f:
                 self._call("upload the starter workspace", self.container.put_archive, "/root", f)
-            self._restore(kill_first=False)
+            self._restore(kill_first=False, first=True)
         except BaseException:
             self.close()
             raise
@@ -189,57 +220,90 @@ class DockerSandbox:
 
     # ----- exec primitives -----
 
-    def _exec_raw(self, argv: list[str], user: str) -> tuple[int, bytes, bytes]:
-        """Run to completion, exact bytes back: (exit code, stdout, stderr). For short helper commands."""
+    def _start(self, argv: list[str], user: str) -> tuple[str, ExecStream]:
         api = self.client.api
-        exec_id = self._call("exec", api.exec_create, self.container.id, argv, user=user, stdout=True, stderr=True)["Id"]
-        out, err = self._call("exec", api.exec_start, exec_id, demux=True)
-        code = self._call("inspect an exec", api.exec_inspect, exec_id)["ExitCode"]
-        return code, out or b"", err or b""
+        created = self._call("exec", api.exec_create, self.container.id, argv, user=user, stdout=True, stderr=True)
+        return created["Id"], self._call("exec", ExecStream, api, created["Id"])
+
+    def _exit_code(self, exec_id: str) -> int | None:
+        """The exec's exit code; None while it runs (its output may end a moment before it does)."""
+        for _ in range(100):
+            info = self._call("inspect an exec", self.client.api.exec_inspect, exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return info["ExitCode"]
+            time.sleep(0.01)
+        return None
+
+    def _exec_capped(self, argv: list[str], user: str, stdout_cap: int, timeout_s: float
+                     ) -> tuple[int | None, bytes, bytes]:
+        """Run to completion (or until stdout passes `stdout_cap`: exit code None then), keeping at most
+        `stdout_cap + 1` bytes of stdout: (exit code, stdout, stderr). SandboxError after `timeout_s`."""
+        exec_id, stream = self._start(argv, user)
+        sink = Capped(stdout_cap, MAX_ERROR_BYTES)
+        try:
+            state = stream.pump(sink, time.monotonic() + timeout_s)
+        finally:
+            stream.close()
+        if sink.over:
+            return None, bytes(sink.stdout), bytes(sink.stderr)
+        if state != EOF:
+            raise SandboxError(f"container {self.container.short_id}: {argv[0]} did not finish within "
+                               f"{timeout_s:.0f} s; the container is stuck")
+        return self._exit_code(exec_id), bytes(sink.stdout), bytes(sink.stderr)
 
     def _root(self, script: str, *args: str) -> bytes:
-        code, out, err = self._exec_raw(["sh", "-c", script, "synthscale-root", *args], user="0:0")
+        argv = ["sh", "-c", script, "synthscale-root", *args]
+        code, out, err = self._exec_capped(argv, "0:0", MAINTENANCE_CAP_BYTES, MAINTENANCE_TIMEOUT_S)
         if code != 0:
             detail = err.decode(errors="replace").strip()
             raise SandboxError(f"container {self.container.short_id}: maintenance step failed ({code}): {detail}")
         return out
 
-    def _kill_agent_processes(self) -> None:
-        self._root(KILL_AGENT_SCRIPT, str(self.cfg.uid))
+    def _kill_sandbox_processes(self) -> None:
+        self._root(KILL_SANDBOX_SCRIPT, self._uids)
 
-    def exec(self, command: str, timeout_s: float, cwd: str | None = None) -> ExecResult:
-        """Run `bash -c command` as the agent; never raises for the command's own failure."""
+    def _run_as(self, uid: int | None) -> int:
+        if uid is None or uid == self.uid:
+            return self.uid
+        if uid != self.cfg.uid:
+            raise ValueError(f"uid {uid}: a command runs as the sandbox's uid ({self.uid}) or the agent's "
+                             f"({self.cfg.uid})")
+        return uid
+
+    def exec(self, command: str, timeout_s: float, cwd: str | None = None, uid: int | None = None) -> ExecResult:
+        """Run `bash -c command` as the sandbox user (or as `uid`: the agent's, in a private sandbox); never raises
+        for the command's own failure. Nothing it started runs on after it returns."""
         self._check_open()
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        run_as = self._run_as(uid)
         env = [f"{k}={v}" for k, v in minimal_env(SYSTEM_PATH).items()]
-        script = bash_script(command, cwd or WORKDIR)
-        argv = ["env", "-i", *env, "sh", "-c", EXEC_WRAPPER, "synthscale-exec", f"{timeout_s:.3f}s", script]
-        api, uid = self.client.api, self.cfg.uid
-        created = self._call("exec", api.exec_create, self.container.id, argv, user=f"{uid}:{uid}", stdout=True, stderr=True)
-        exec_id = created["Id"]
+        umask = f"{umask_of(run_as, self.uid, self.cfg.uid):03o}"
+        argv = ["env", "-i", *env, "sh", "-c", EXEC_WRAPPER, "synthscale-exec", f"{timeout_s:.3f}s",
+                bash_script(command, cwd or WORKDIR), umask]
         buf = OutputBuffer(self.cfg.max_output_bytes)
-        fired = threading.Event()
-
-        def guard() -> None:  # the in-container timeout failed (it should not): kill from outside
-            fired.set()
-            logger.warning("container %s: command outlived its timeout; killing agent processes", self.container.short_id)
-            try:
-                self._kill_agent_processes()
-            except SandboxError as e:
-                logger.error("container %s: could not kill agent processes: %s", self.container.short_id, e)
-
-        timer = threading.Timer(timeout_s + GUARD_GRACE_S, guard)
         start = time.monotonic()
-        timer.start()
+        exec_id, stream = self._start(argv, f"{run_as}:{run_as}")
+
+        def keep(_stream: int, data: bytes) -> bool:
+            buf.feed(data)
+            return True
+
+        overran = False
         try:
-            for chunk in self._call("exec", api.exec_start, exec_id, stream=True):
-                buf.feed(chunk)
+            if stream.pump(keep, start + timeout_s + GUARD_GRACE_S) != EOF:  # the in-container timeout failed
+                overran = True
+                logger.warning("container %s: command outlived its timeout; killing its processes",
+                               self.container.short_id)
+                self._kill_sandbox_processes()
+                if stream.pump(keep, time.monotonic() + GUARD_GRACE_S) != EOF:
+                    logger.error("container %s: output still open after the kill; abandoning it",
+                                 self.container.short_id)
         finally:
-            timer.cancel()
+            stream.close()
         duration_s = time.monotonic() - start
-        code = self._call("inspect an exec", api.exec_inspect, exec_id)["ExitCode"]
-        timed_out = fired.is_set() or (code == KILL_EXIT_CODE and duration_s >= timeout_s)
+        code = self._exit_code(exec_id)
+        timed_out = overran or code is None or (code == KILL_EXIT_CODE and duration_s >= timeout_s)
         return ExecResult(
             exit_code=KILL_EXIT_CODE if timed_out else code,
             output=buf.text(),
@@ -250,54 +314,71 @@ class DockerSandbox:
 
     # ----- files -----
 
-    def read_file(self, path: str) -> bytes:
-        """Bytes of a file, read as the agent."""
+    def _read_out(self, argv: list[str], path: str, cap_bytes: int, what: str) -> bytes:
+        """What a reader or lister (`engine.sandbox.reads`) run as the sandbox user sends: at most `cap_bytes`."""
+        code, out, err = self._exec_capped(argv, f"{self.uid}:{self.uid}", cap_bytes, READ_TIMEOUT_S)
+        return check_answer(path, 0 if code is None and len(out) > cap_bytes else code, out, err, cap_bytes, what)
+
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Bytes of a regular file, read as the sandbox user, within the caps of `engine.sandbox.reads`:
+        FileTooLargeError above `max_bytes`, SpecialFileError for a FIFO, device or socket, LinkEscapeError for a
+        link out of the workspace (all OSErrors: the agent's doing)."""
         self._check_open()
         p = sandbox_path(path)
-        uid = self.cfg.uid
-        code, out, err = self._exec_raw(["cat", "--", p], user=f"{uid}:{uid}")
-        if code != 0:
-            raise_file_error(p, code, err)
-        return out
+        return self._read_out(read_argv(p, max_bytes, WORKDIR), p, max_bytes, "file")
+
+    def list_files(self, path: str = ".", max_depth: int = 3) -> list[str]:
+        """The regular files below the folder `path` (workspace-relative or absolute), at most `max_depth` levels
+        down, relative to it and sorted, as the sandbox user sees them; links are not followed, and a name may
+        hold any character but NUL. FileTooLargeError when the names pass `MAX_LIST_BYTES`."""
+        self._check_open()
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        p = sandbox_path(path)
+        return split_listing(self._read_out(list_argv(p, MAX_LIST_BYTES, WORKDIR, max_depth), p, MAX_LIST_BYTES,
+                                            "listing"))
 
     def write_file(self, path: str, data: bytes) -> None:
-        """Write a file as the agent (creating its folders); read-only files raise PermissionError."""
+        """Write a file as the sandbox user (creating its folders); read-only files raise PermissionError."""
         self._check_open()
         p = sandbox_path(path)
         staged = f"synthscale-stage-{uuid.uuid4().hex}"
         self._call("stage a file", self.container.put_archive, "/root", single_file_tar(staged, data))
-        uid = self.cfg.uid
+        uid, umask = self.uid, f"{umask_of(self.uid, self.uid, self.cfg.uid):03o}"
         script = (
             f"setpriv --reuid={uid} --regid={uid} --clear-groups "
-            'sh -c \'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"\' '
+            f'sh -c \'umask {umask} && mkdir -p -- "$(dirname -- "$1")" && cat > "$1"\' '
             f'write_file "$1" < "/root/$2"; rc=$?; rm -f "/root/$2"; exit $rc'
         )
-        code, _, err = self._exec_raw(["sh", "-c", script, "synthscale-write", p, staged], user="0:0")
+        code, _, err = self._exec_capped(["sh", "-c", script, "synthscale-write", p, staged], "0:0",
+                                         MAINTENANCE_CAP_BYTES, MAINTENANCE_TIMEOUT_S)
         if code != 0:
             raise_file_error(p, code, err)
 
-    def copy_out(self, path: str, dest: Path) -> None:
-        """Copy a file out of the container to the host path `dest`."""
-        write_host_file(Path(dest), self.read_file(path))
+    def copy_out(self, path: str, dest: Path, max_bytes: int = MAX_READ_BYTES) -> None:
+        """Copy a file out of the container to the host path `dest`, under `read_file`'s rules."""
+        write_host_file(Path(dest), self.read_file(path, max_bytes))
 
     # ----- lifecycle -----
 
-    def _restore(self, kill_first: bool) -> None:
+    def _restore(self, kill_first: bool, first: bool = False) -> None:
         # one exec (each costs a round trip to dockerd): kill, empty every place the agent can write (the
         # scratch mounts, POSIX message queues, and SysV IPC objects, which outlive their processes in the
         # container's IPC namespace and only their owner may remove), unpack the starter
+        ipcrm = "".join(f"setpriv --reuid={u} --regid={u} --clear-groups ipcrm --all 2>/dev/null; "
+                        for u in self._uids.split(","))
         self._root(
-            (KILL_AGENT_SCRIPT + "; " if kill_first else "")
+            (PRIVATE_SETUP_SCRIPT if first and self.private else "")
+            + (KILL_SANDBOX_SCRIPT + "; " if kill_first else "")
             + f"find {WORKDIR} /tmp /var/tmp /dev/shm /dev/mqueue -mindepth 1 -delete 2>/dev/null; "
             f"find {HOME} -mindepth 1 -maxdepth 1 ! -path {WORKDIR} -exec rm -rf {{}} +; "
-            'setpriv --reuid="$1" --regid="$1" --clear-groups ipcrm --all 2>/dev/null; '
-            f"tar -xpf {STARTER_TAR} -C {WORKDIR} --numeric-owner",
-            str(self.cfg.uid),
+            + ipcrm + f"tar -xpf {STARTER_TAR} -C {WORKDIR} --numeric-owner",
+            self._uids, str(self.uid),
         )
 
     def reset(self) -> None:
-        """Kill the agent's processes and restore the starter workspace; empty $HOME, /tmp, /var/tmp, /dev/shm
-        and the message queues, and remove the agent's SysV IPC objects."""
+        """Kill the sandbox's processes and restore the starter workspace; empty $HOME, /tmp, /var/tmp, /dev/shm
+        and the message queues, and remove the SysV IPC objects."""
         self._check_open()
         self._restore(kill_first=True)
 

@@ -20,29 +20,39 @@ import time
 from pathlib import Path
 
 from engine.errors import SandboxError
+from engine.sandbox.bwrap import args_memfd
 
 READY = b"synthscale-holder-ready\n"
-HOLDER_COMMAND = ["/bin/sh", "-c", f"echo {READY.decode().strip()} && exec cat"]
+
+
+def holder_command(setup: str | None = None) -> list[str]:
+    """The sandbox's init: runs `setup` (shell, as root inside, before anything else runs there), says it is
+    ready, then waits for its stdin to close."""
+    return ["/bin/sh", "-c", f"{setup + ' && ' if setup else ''}echo {READY.decode().strip()} && exec cat"]
 
 
 class NamespaceHolder:
-    """Starts `bwrap <options> -- sh -c 'echo ready; exec cat'` now; `wait_ready` (or, without waiting,
-    `ready_pid`) returns the host pid of the sandbox's init, whose namespaces `nsenter -t <pid>` enters."""
+    """Starts `bwrap <options> -- sh -c '<setup>; echo ready; exec cat'` now (the options passed through `--args`);
+    `wait_ready` (or, without waiting, `ready_pid`) returns the host pid of the sandbox's init, whose namespaces
+    `nsenter -t <pid>` enters."""
 
-    def __init__(self, bwrap_options: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, bwrap_options: list[str], env: dict[str, str], log: Path, setup: str | None = None) -> None:
         self.log = log
+        args = args_memfd(bwrap_options)  # not on bwrap's command line, which the agent's `ps` shows (pid 1)
         info_r, info_w = os.pipe()
         stdin_r, self._stdin_w = os.pipe()  # never written: closing it ends the holder
         try:
             with log.open("wb") as err:
+                argv = ["bwrap", "--args", str(args), "--info-fd", str(info_w), "--", *holder_command(setup)]
                 self._proc = subprocess.Popen(
-                    [*bwrap_options, "--info-fd", str(info_w), "--", *HOLDER_COMMAND], stdin=stdin_r,
-                    stdout=subprocess.PIPE, stderr=err, env=env, pass_fds=(info_w,), start_new_session=True,
+                    argv, stdin=stdin_r, stdout=subprocess.PIPE, stderr=err, env=env, pass_fds=(info_w, args),
+                    start_new_session=True,
                 )  # fmt: skip
         except OSError as e:
             os.close(self._stdin_w)
             raise SandboxError(f"could not start bwrap: {e}; install bubblewrap (apt-get install bubblewrap)") from e
         finally:
+            os.close(args)
             os.close(info_w)
             os.close(stdin_r)
         self._info_r = info_r

@@ -3,8 +3,9 @@ starting a sandboxed process; reads and writes only under the workspace folder i
 
 The runtime (root) opens every component with O_NOFOLLOW and checks the sandbox user's permission bits on what
 it opened. Whatever it cannot decide that way (a symlink on the path, a permission the user lacks, a missing
-folder, something that is not a regular file) it leaves to the caller, who then runs the operation inside the
-sandbox and gets the exact answer or error. Valid only while no process of the sandbox runs (between commands,
+folder, a node it cannot open) it leaves to the caller, who then runs the operation inside the sandbox and gets
+the exact answer or error. Reads keep the rules of `engine.sandbox.reads`: a FIFO, device or socket is refused
+(opened without blocking, never read), and nothing over the cap is read. Valid only while no process of the sandbox runs (between commands,
 which is when the local runtime's processes are all gone), as a concurrent process could change a mode after
 the check.
 """
@@ -16,7 +17,11 @@ import os
 import stat
 from pathlib import Path
 
+from engine.sandbox.reads import FileTooLargeError, SpecialFileError
+
 READ, WRITE, SEARCH = 4, 2, 1
+_KINDS = {stat.S_IFIFO: "fifo", stat.S_IFCHR: "character special file", stat.S_IFBLK: "block special file",
+          stat.S_IFSOCK: "socket"}  # the names `stat -c %F` gives
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _UNDECIDED = (errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.ENXIO, errno.EISDIR)
 
@@ -68,9 +73,11 @@ def _parts(rel: str) -> list[str] | None:
     return None if not rel or any(p in ("", ".", "..") for p in parts) else parts
 
 
-def read_as(root: Path, rel: str, uid: int) -> bytes | None:
+def read_as(root: Path, rel: str, uid: int, max_bytes: int) -> bytes | None:
     """Bytes of the file `rel` (relative, normalised) under `root` if `uid` may read it; None when the sandbox
-    must answer. FileNotFoundError and IsADirectoryError where the sandbox would raise them."""
+    must answer. FileNotFoundError and IsADirectoryError where the sandbox would raise them; SpecialFileError for
+    a FIFO, device or socket (never opened for reading, so never blocking), FileTooLargeError above `max_bytes`
+    (never more than that read)."""
     parts = _parts(rel)
     if parts is None:
         return None
@@ -87,15 +94,25 @@ def read_as(root: Path, rel: str, uid: int) -> bytes | None:
             raise
     finally:
         os.close(parent)
-    with os.fdopen(fd, "rb") as f:
+    try:  # not os.fdopen: on a folder it raises without closing the fd, which then pins the workspace's mount
         st = os.fstat(fd)
         if not allowed(st, uid, READ):
             return None
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "Is a directory", rel)
         if not stat.S_ISREG(st.st_mode):
-            return None
-        return f.read()
+            raise SpecialFileError(rel, _KINDS.get(stat.S_IFMT(st.st_mode), "special file"))
+        if st.st_size > max_bytes:
+            raise FileTooLargeError(rel, max_bytes, st.st_size)
+        data = bytearray()
+        while len(data) <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - len(data)))
+            if not chunk:
+                return bytes(data)
+            data += chunk
+        raise FileTooLargeError(rel, max_bytes)  # it grew while read
+    finally:
+        os.close(fd)
 
 
 def write_as(root: Path, rel: str, data: bytes, uid: int, mode: int) -> bool:

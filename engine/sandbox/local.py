@@ -7,9 +7,12 @@ How isolation works (as root, the normal case):
   size-limited tmpfs (`workspace_mb`) that takes every change; restoring it mounts a fresh, empty tmpfs.
 - The sandbox itself is a long-lived bwrap (`engine.sandbox.holder`): read-only /usr, /etc and the engine's
   Python, its own /tmp, /dev/shm and $HOME (tmpfs), /proc, a minimal /dev, the workspace bind-mounted at
-  /home/agent/workspace, new pid/ipc/uts/net namespaces. Each command enters those namespaces (nsenter),
-  then setpriv drops to `cfg.uid` without capabilities, so file modes and limits bind. What a command leaves
-  running is killed when it returns (its process group, then whatever of the agent's is left in the sandbox).
+  /home/agent/workspace, new pid/ipc/uts/net namespaces (bwrap's options, which name host paths, reach it through
+  a file descriptor, so the agent's `ps` shows none). Each command enters those namespaces (nsenter), then setpriv
+  drops to the sandbox's uid (`cfg.uid`, or `SandboxSpec.uid`) without capabilities, so file modes and limits
+  bind. What a command leaves running is killed when it returns (its process group, then whatever of the agent's
+  is left in the sandbox). Commands start from a thread carrying a seccomp filter that denies the kernel keyring
+  calls (`engine.sandbox.seccomp`): a uid's keyrings are the host's, and would outlive the sandbox.
 - `reset()` ends the namespaces, which kills every process in them and drops /tmp, $HOME, /dev/shm and IPC
   objects, and switches to a second sandbox over a second, pristine workspace, set up while the episode ran;
   the old one is restored and set up again for the next reset. A reset therefore costs a few system calls.
@@ -18,11 +21,15 @@ How isolation works (as root, the normal case):
   reserved-but-unused mappings exhaust) and RLIMIT_NPROC, which counts every process of the uid on the host,
   so sandboxes sharing the uid share that budget. RLIMIT_FSIZE always caps single files.
 - Workspace files are read and written from the host when the runtime can check the sandbox user's
-  permissions itself (`engine.sandbox.hostfs`), else by a `cat` inside: both see what the agent may see.
+  permissions itself (`engine.sandbox.hostfs`), else by a reader inside (`engine.sandbox.reads`, which also holds
+  the caps: size, time, regular files only, links only within the workspace): both see what the agent may see.
+- A private sandbox (`SandboxSpec.uid` other than the agent's, a grader's): its starter files are 0600/0700, its
+  user's umask 077 and the workspace folder closed to others, so that a process of the agent's uid in it
+  (`exec(..., uid=cfg.uid, cwd="/tmp")`: it cannot enter the workspace) can read none of its files.
 
-Not root: every command is its own bwrap, which maps the caller to `cfg.uid` in a user namespace (fresh /tmp
-and $HOME per command); the workspace is a plain folder (size not enforced) and read-only files are only
-chmod 0444 (the agent owns them, so this is advisory). Without bwrap and with `allow_unsandboxed`: commands
+Not root: every command is its own bwrap, which maps the caller to the sandbox's uid in a user namespace (fresh
+/tmp, $HOME and keyrings per command); the workspace is a plain folder (size not enforced), read-only files are
+only chmod 0444 and a private sandbox's files only 0600 (the caller owns them all, so this is advisory). Without bwrap and with `allow_unsandboxed`: commands
 run directly in a temporary folder, with no isolation at all.
 """
 
@@ -31,32 +38,35 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from engine.config import SandboxConfig
 from engine.errors import SandboxError
 from engine.protocols import ExecResult, SandboxSpec
-from engine.sandbox.bwrap import (
-    AGENT_UMASK, agent_passwd, bwrap_argv, drop_privileges_argv, limits_script, nsenter_argv, sandbox_env,
-    sandbox_path_env,
-)  # fmt: skip
+from engine.sandbox.bwrap import agent_passwd, bwrap_argv, drop_privileges_argv, sandbox_env, sandbox_path_env
 from engine.sandbox.cgroups import SandboxCgroup
 from engine.sandbox.common import (
-    KILL_EXIT_CODE, WORKDIR, bash_script, minimal_env, pid_alive, raise_file_error, sandbox_path,
-    workspace_tar, write_host_file,
+    HOME, KILL_EXIT_CODE, WORKDIR, bash_script, max_file_bytes, minimal_env, pid_alive, raise_file_error,
+    sandbox_path, sandbox_uid, umask_of, workspace_tar, write_host_file,
 )  # fmt: skip
+from engine.sandbox.entry import Entry, Mode
 from engine.sandbox.holder import NamespaceHolder, kill_namespace_processes
 from engine.sandbox.hostfs import read_as, write_as
 from engine.sandbox.mounts import mounts_under, unmount
-from engine.sandbox.process import ArmedBash, finish, launch, run_raw
-from engine.sandbox.workspace import OverlayWorkspace, Workspace, force_remove, make_workspaces
+from engine.sandbox.process import ArmedBash, finish, launch, run_capped, run_raw
+from engine.sandbox.reads import (
+    MAX_ERROR_BYTES, MAX_LIST_BYTES, MAX_READ_BYTES, READ_TIMEOUT_S, check_answer, list_argv, read_argv, split_listing,
+)  # fmt: skip
+from engine.sandbox.seccomp import FilteredStarter
+from engine.sandbox.workspace import (
+    AGENT_TOP, OverlayWorkspace, Workspace, force_remove, make_workspaces, private_top,
+)  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["root", "user", "unsandboxed"]
 MiB = 1024 * 1024
 FILE_OP_TIMEOUT_S = 120.0
 OWNER_FILE = "owner.pid"
@@ -81,9 +91,13 @@ class LocalRuntime:
                 "bubblewrap (bwrap) is not on PATH: install it (apt-get install bubblewrap), or use "
                 "sandbox.runtime: docker, or set sandbox.allow_unsandboxed: true on a private machine"
             )
+        # as root, commands start from a thread whose seccomp filter they inherit (with a user namespace, as
+        # without root, keyrings are apart already)
+        self.starter = FilteredStarter() if self.mode == "root" else None
 
     def start(self, spec: SandboxSpec) -> LocalSandbox:
-        sandbox = LocalSandbox(self.cfg, spec, self.run_id, self.mode, overlay=self.overlay)
+        popen = self.starter.popen if self.starter is not None else subprocess.Popen
+        sandbox = LocalSandbox(self.cfg, spec, self.run_id, self.mode, overlay=self.overlay, popen=popen)
         if self.mode == "root" and not isinstance(sandbox.workspace, OverlayWorkspace):
             self.overlay = False
         return sandbox
@@ -140,10 +154,15 @@ class LocalSandbox:
     slot's workspace and switches to the other slot, whose sandbox was set up in the background after the
     episode's first command. So /tmp, $HOME and /dev/shm last for an episode, as in a container, and a reset
     costs a few system calls. Without root every command is its own bwrap (unsandboxed: a plain
-    process) over one workspace."""
+    process) over one workspace. `popen` starts the commands (the runtime's `FilteredStarter`)."""
 
-    def __init__(self, cfg: SandboxConfig, spec: SandboxSpec, run_id: str, mode: Mode, overlay: bool = True) -> None:
-        self.cfg, self.spec, self.run_id, self.mode = cfg, spec, run_id, mode
+    def __init__(self, cfg: SandboxConfig, spec: SandboxSpec, run_id: str, mode: Mode, overlay: bool = True,
+                 popen=subprocess.Popen) -> None:  # noqa: ANN001 (subprocess.Popen's signature)
+        self.cfg, self.spec, self.run_id, self.mode, self._popen = cfg, spec, run_id, mode, popen
+        self.uid = sandbox_uid(cfg.uid, spec)
+        self.private = self.uid != cfg.uid
+        if self.private and mode != "root":
+            logger.warning("run %s: a private sandbox (uid %d) without root is only advisory", run_id, self.uid)
         task = spec.labels.get("task_id", "task")
         self._base = Path(tempfile.mkdtemp(prefix=f"synthscale-{run_id}-{task}-"))
         (self._base / OWNER_FILE).write_text(str(os.getpid()))
@@ -152,19 +171,22 @@ class LocalSandbox:
         self._slots: list[_Slot] = []
         self._current = 0
         self._dying: list[NamespaceHolder | ArmedBash] = []  # ended, not reaped yet
+        self._entry: Entry | None = None
         try:
-            starter = workspace_tar(spec.workspace, spec.read_only_paths, cfg.uid, self._base / "starter.tar")
+            starter = workspace_tar(spec.workspace, spec.read_only_paths, self.uid, self._base / "starter.tar",
+                                    private=self.private)
             if mode != "unsandboxed":
                 self._write_passwd()
             if mode == "root":
                 self.cgroup = SandboxCgroup.create(self._base.name, cfg.memory_mb * MiB, cfg.pids_limit)
             workspaces = make_workspaces(self._base, starter, count=2 if mode == "root" else 1, root=mode == "root",
-                                         overlay=overlay, size_mb=cfg.workspace_mb, name=f"synthscale-{run_id}")
+                                         overlay=overlay, size_mb=cfg.workspace_mb, name=f"synthscale-{run_id}",
+                                         top=private_top(self.uid) if self.private else AGENT_TOP)
             self._slots = [_Slot(ws) for ws in workspaces]
             self.workdir = WORKDIR if mode != "unsandboxed" else str(workspaces[0].path)
             self._env = (sandbox_env(spec.gpu_ids) if mode != "unsandboxed"
                          else minimal_env(sandbox_path_env(), home=str(self._base)))
-            self._limits = self._limits_script()
+            self._entry = Entry(cfg, mode, self.uid, self.cgroup, self._base, spec.gpu_ids)
             if mode == "root":
                 self._slots[0].holder = self._hold(self._slots[0].workspace)
             self._use_current()
@@ -187,52 +209,35 @@ class LocalSandbox:
         options = bwrap_argv(workspace_dir=workspace.path, etc_dir=self._base, scratch_mb=self.cfg.workspace_mb,
                              network=self.cfg.network, gpu_ids=self.spec.gpu_ids, user_namespace_uid=None,
                              die_with_parent=False)
-        return NamespaceHolder(options, self._env, self._base / f"{workspace.path.parent.name}-holder.log")
+        # a private sandbox's $HOME is its user's alone (bwrap makes it root's, open to all)
+        setup = f"chown {self.uid}:{self.uid} {HOME} && chmod 0700 {HOME}" if self.private else None
+        return NamespaceHolder(options, self._env, self._base / f"{workspace.path.parent.name}-holder.log", setup)
 
     def _use_current(self) -> None:
-        """The command line up to the sandboxed program, built once per slot: every command until the next
-        reset runs under the same namespaces, cgroup and uid (re-probing the host per command buys nothing)."""
+        """Point the commands at the current slot's sandbox (after a start or a reset)."""
         slot = self._slots[self._current]
         self._cwd = slot.workspace.path if self.mode == "unsandboxed" else None
-        if self.mode == "unsandboxed":
-            self._prefix: list[str] = []
-        elif self.mode == "user":
-            self._prefix = bwrap_argv(workspace_dir=slot.workspace.path, etc_dir=self._base,
-                                      scratch_mb=self.cfg.workspace_mb, network=self.cfg.network,
-                                      gpu_ids=self.spec.gpu_ids, user_namespace_uid=self.cfg.uid) + ["--"]
-        else:
-            self._prefix = self._enter(slot.holder.wait_ready(FILE_OP_TIMEOUT_S)) + drop_privileges_argv(self.cfg.uid)
+        self._entry.use(slot.workspace.path, slot.holder.wait_ready(FILE_OP_TIMEOUT_S) if slot.holder else None)
 
-    def _enter(self, pid: int) -> list[str]:
-        """argv prefix that joins the cgroup and enters the sandbox of holder `pid`, still as root."""
-        return (self.cgroup.launcher() if self.cgroup else []) + nsenter_argv(pid)
-
-    def _limits_script(self) -> str:
-        # single files a little above the workspace's size: where the workspace is a size-limited mount, filling
-        # it reports a full disk (ENOSPC) as in a container, not SIGXFSZ; where it is a folder, this is the cap
-        cfg, limited = self.cfg, self.cgroup is not None
-        return limits_script(nproc=None if limited or self.mode == "unsandboxed" else cfg.pids_limit,
-                             data_bytes=None if limited else cfg.memory_mb * MiB, file_size_bytes=self._max_file_bytes)
-
-    @property
-    def _max_file_bytes(self) -> int:
-        return (self.cfg.workspace_mb + 1) * MiB
-
-    def exec(self, command: str, timeout_s: float, cwd: str | None = None) -> ExecResult:
-        """Run `bash -c command` as the sandbox user; never raises for the command's own failure. What it
-        leaves running in the background ends with it."""
+    def exec(self, command: str, timeout_s: float, cwd: str | None = None, uid: int | None = None) -> ExecResult:
+        """Run `bash -c command` as the sandbox user (or as `uid`: the agent's, in a private sandbox); never raises
+        for the command's own failure. What it leaves running in the background ends with it."""
         self._check_open()
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        run_as = self._entry.run_as(uid)
         # the limits go on the `cd` line, so the command's own line numbers stay what the agent wrote
-        script = f"{self._limits} && {bash_script(command, cwd or self.workdir)}"
+        script = f"{self._entry.limits[run_as]} && {bash_script(command, cwd or self.workdir)}"
         slot = self._slots[self._current]
-        armed, slot.armed = slot.armed, None
-        proc = armed.fire(script) if armed is not None else None
-        if proc is None:
-            if armed is not None:
+        proc = None
+        if run_as == self.uid:
+            armed, slot.armed = slot.armed, None
+            proc = armed.fire(script) if armed is not None else None
+            if proc is None and armed is not None:
                 self._dying.append(armed)  # it died meanwhile, or the script is too long for it
-            proc = launch(self._prefix + ["bash", "-c", script], env=self._env, cwd=self._cwd)
+        if proc is None:
+            with self._entry.argv(["bash", "-c", script], run_as) as (argv, fds):
+                proc = launch(argv, env=self._env, cwd=self._cwd, pass_fds=fds, popen=self._popen)
         result = finish(proc, timeout_s=timeout_s, max_output_bytes=self.cfg.max_output_bytes,
                         on_timeout=self._kill_processes, on_exit=self._kill_processes)
         if result.timed_out:
@@ -253,14 +258,23 @@ class LocalSandbox:
             pid = slot.holder.ready_pid()
             if slot.armed is None and pid is not None:
                 # it waits as root, so that killing the agent's processes between commands spares it
-                slot.armed = ArmedBash(self._enter(pid), self._env, then=drop_privileges_argv(self.cfg.uid))
+                slot.armed = ArmedBash(self._entry.enter(pid), self._env, then=drop_privileges_argv(self.uid),
+                                       popen=self._popen)
 
     def _run_file_op(self, inner: list[str], data: bytes | None, path: str) -> bytes:
-        rc, out, err = run_raw(self._prefix + inner, input_bytes=data, timeout_s=FILE_OP_TIMEOUT_S, env=self._env,
-                               cwd=self._cwd)
+        with self._entry.argv(inner) as (argv, fds):
+            rc, out, err = run_raw(argv, input_bytes=data, timeout_s=FILE_OP_TIMEOUT_S, env=self._env, cwd=self._cwd,
+                                   pass_fds=fds)
         if rc != 0:
             raise_file_error(path, rc, err)
         return out
+
+    def _stream(self, inner: list[str], path: str, cap_bytes: int, what: str) -> bytes:
+        """What a reader or lister (`engine.sandbox.reads`) run as the sandbox user sends: at most `cap_bytes`."""
+        with self._entry.argv(inner) as (argv, fds):
+            rc, out, err = run_capped(argv, stdout_cap=cap_bytes, stderr_cap=MAX_ERROR_BYTES, env=self._env,
+                                      timeout_s=READ_TIMEOUT_S, cwd=self._cwd, pass_fds=fds)
+        return check_answer(path, 0 if rc is None else rc, out, err, cap_bytes, what)  # None: killed over the cap
 
     def _host_path(self, path: str) -> str | None:
         """The workspace-relative part of an in-sandbox path the host may serve directly (root mode only: there
@@ -269,46 +283,60 @@ class LocalSandbox:
             return None
         return path[len(WORKDIR) + 1:]
 
-    def read_file(self, path: str) -> bytes:
-        """Bytes of a file, read as the sandbox user (so it sees exactly what the agent may see)."""
+    def read_file(self, path: str, max_bytes: int = MAX_READ_BYTES) -> bytes:
+        """Bytes of a regular file, read as the sandbox user (so it sees exactly what the agent may see), within
+        the caps of `engine.sandbox.reads`: FileTooLargeError above `max_bytes`, SpecialFileError for a FIFO,
+        device or socket, LinkEscapeError for a link out of the workspace (all OSErrors: the agent's doing)."""
         self._check_open()
         p = sandbox_path(path, self.workdir)
         rel = self._host_path(p)
         if rel is not None:
             try:
-                data = read_as(self.workspace.path, rel, self.cfg.uid)
-            except FileNotFoundError:
-                raise FileNotFoundError(2, "No such file or directory", p) from None
-            except IsADirectoryError:
-                raise IsADirectoryError(21, "Is a directory", p) from None
+                data = read_as(self.workspace.path, rel, self.uid, max_bytes)
+            except OSError as e:
+                e.filename = p
+                raise
             if data is not None:
                 return data
-        return self._run_file_op(["cat", "--", p], None, p)
+        return self._stream(read_argv(p, max_bytes, self.workdir), p, max_bytes, "file")
+
+    def list_files(self, path: str = ".", max_depth: int = 3) -> list[str]:
+        """The regular files below the folder `path` (workspace-relative or absolute), at most `max_depth` levels
+        down, relative to it and sorted, as the sandbox user sees them; links are not followed, and a name may
+        hold any character but NUL. FileTooLargeError when the names pass `MAX_LIST_BYTES`."""
+        self._check_open()
+        if max_depth < 1:
+            raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        p = sandbox_path(path, self.workdir)
+        return split_listing(self._stream(list_argv(p, MAX_LIST_BYTES, self.workdir, max_depth), p, MAX_LIST_BYTES,
+                                          "listing"))
 
     def write_file(self, path: str, data: bytes) -> None:
         """Write a file as the sandbox user (creating its folders); read-only files raise PermissionError."""
         self._check_open()
         p = sandbox_path(path, self.workdir)
         rel = self._host_path(p)
-        if rel is not None and len(data) <= self._max_file_bytes:  # beyond: the file size limit answers
+        if rel is not None and len(data) <= max_file_bytes(self.cfg.workspace_mb):  # beyond: the size limit answers
             try:
-                if write_as(self.workspace.path, rel, data, self.cfg.uid, 0o666 & ~AGENT_UMASK):
+                mode = 0o666 & ~umask_of(self.uid, self.uid, self.cfg.uid)
+                if write_as(self.workspace.path, rel, data, self.uid, mode):
                     return
             except OSError as e:
                 raise OSError(e.errno, e.strerror, p) from None
-        script = f'{self._limits} && mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+        script = f'{self._entry.limits[self.uid]} && mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
         self._run_file_op(["bash", "-c", script, "write_file", p], data, p)
 
-    def copy_out(self, path: str, dest: Path) -> None:
-        """Copy a file out of the sandbox to the host path `dest`."""
-        write_host_file(Path(dest), self.read_file(path))
+    def copy_out(self, path: str, dest: Path, max_bytes: int = MAX_READ_BYTES) -> None:
+        """Copy a file out of the sandbox to the host path `dest`, under `read_file`'s rules."""
+        write_host_file(Path(dest), self.read_file(path, max_bytes))
 
     def _probe(self) -> None:
         """Start one trivial sandboxed process, so that a runtime that cannot work here (user namespaces
         disabled, no mount rights, missing setpriv or nsenter) fails now as a SandboxError, not later as an
         agent error."""
-        rc, out, err = run_raw(self._prefix + ["true"], input_bytes=None, timeout_s=FILE_OP_TIMEOUT_S, env=self._env,
-                               cwd=self._cwd)
+        with self._entry.argv(["true"]) as (argv, fds):
+            rc, out, err = run_raw(argv, input_bytes=None, timeout_s=FILE_OP_TIMEOUT_S, env=self._env, cwd=self._cwd,
+                                   pass_fds=fds)
         if rc != 0:
             detail = (err or out).decode("utf-8", errors="replace").strip()
             raise SandboxError(f"the local sandbox cannot start a process ({self.mode} mode, exit {rc}): {detail}; "
@@ -317,7 +345,7 @@ class LocalSandbox:
     # ----- lifecycle -----
 
     def _write_passwd(self) -> None:
-        passwd, group = agent_passwd(self.cfg.uid)
+        passwd, group = agent_passwd(self.cfg.uid, owner_uid=self.uid)
         (self._base / "passwd").write_text(passwd)
         (self._base / "group").write_text(group)
 
@@ -374,6 +402,8 @@ class LocalSandbox:
             for point in mounts_under(self._base):  # whatever a failed start left mounted
                 unmount(point)
             shutil.rmtree(self._base, onerror=force_remove)
+            if self._entry is not None:
+                self._entry.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -27,10 +27,11 @@ def mount(source: str, target: Path, fstype: str, options: str, flags: int = MS_
         raise OSError(err, f"mount -t {fstype} -o {options} {target}: {os.strerror(err)}")
 
 
-def mount_tmpfs(target: Path, size_mb: int, mode: int, name: str) -> None:
-    """A root-owned tmpfs of `size_mb` at `target` (nosuid, nodev); SandboxError when it cannot be mounted."""
+def mount_tmpfs(target: Path, size_mb: int, mode: int, name: str, gid: int = 0) -> None:
+    """A root-owned tmpfs of `size_mb` at `target` (nosuid, nodev), its root of group `gid`; SandboxError when it
+    cannot be mounted."""
     try:
-        mount(name, target, "tmpfs", f"size={size_mb}m,mode={mode:o},uid=0,gid=0")
+        mount(name, target, "tmpfs", f"size={size_mb}m,mode={mode:o},uid=0,gid={gid}")
     except OSError as e:
         raise SandboxError(f"mounting the workspace tmpfs on {target} failed: {e}; the local runtime needs root "
                            "with the right to mount (CAP_SYS_ADMIN)") from None

@@ -24,12 +24,16 @@ DRAIN_AFTER_KILL_S = 5.0
 READ_CHUNK_BYTES = 65536
 
 
-def launch(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, pass_fds: tuple[int, ...] = ()
-           ) -> subprocess.Popen:
+Popen = Callable[..., subprocess.Popen]
+
+
+def launch(argv: list[str], *, env: dict[str, str], cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
+           popen: Popen = subprocess.Popen) -> subprocess.Popen:
     """Start `argv` for `finish`: stdin /dev/null, stdout and stderr merged into one pipe, its own session (the
-    timeout kills the whole process group, and signals to ours never reach it)."""
+    timeout kills the whole process group, and signals to ours never reach it). `popen` starts it (the local
+    runtime's `FilteredStarter.popen`, say)."""
     try:
-        return subprocess.Popen(
+        return popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
             start_new_session=True, pass_fds=pass_fds,
         )  # fmt: skip
@@ -145,19 +149,69 @@ def finish(
 
 
 def run_raw(
-    argv: list[str], *, input_bytes: bytes | None, timeout_s: float, env: dict[str, str], cwd: Path | None = None
+    argv: list[str], *, input_bytes: bytes | None, timeout_s: float, env: dict[str, str], cwd: Path | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> tuple[int, bytes, bytes]:
-    """Run a short helper command with exact bytes in and out: (exit code, stdout, stderr)."""
+    """Run a short helper command with exact bytes in and out: (exit code, stdout, stderr). Only for commands
+    whose output is known to be small: it is all kept (`run_capped` is for what the agent's files decide)."""
     try:
         proc = subprocess.run(
             argv, input=input_bytes if input_bytes is not None else b"", capture_output=True, env=env, cwd=cwd,
-            timeout=timeout_s, start_new_session=True,
+            timeout=timeout_s, start_new_session=True, pass_fds=pass_fds,
         )  # fmt: skip
     except subprocess.TimeoutExpired as e:
         raise SandboxError(f"{argv[0]} did not finish a file operation within {timeout_s}s; the sandbox is stuck") from e
     except OSError as e:
         raise SandboxError(f"could not start {argv[0]!r}: {e}") from e
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def run_capped(
+    argv: list[str], *, stdout_cap: int, stderr_cap: int, timeout_s: float, env: dict[str, str],
+    cwd: Path | None = None, pass_fds: tuple[int, ...] = (),
+) -> tuple[int | None, bytes, bytes]:
+    """Run a helper that streams something out of a sandbox (a file, a listing): (exit code, stdout, stderr), holding
+    at most `stdout_cap + 1` bytes of stdout and `stderr_cap` of stderr. It is killed (its process group) as soon
+    as stdout passes the cap, when the exit code is None and stdout is `stdout_cap + 1` bytes long; SandboxError
+    after `timeout_s`."""
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, cwd=cwd, start_new_session=True, pass_fds=pass_fds)
+    except OSError as e:
+        raise SandboxError(f"could not start {argv[0]!r}: {e}") from e
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()  # amortised appends: never quadratic
+    kept = {proc.stdout.fileno(): (out, stdout_cap + 1), proc.stderr.fileno(): (err, stderr_cap)}
+    deadline = time.monotonic() + timeout_s
+    stuck = f"{argv[0]} did not finish reading within {timeout_s:.0f}s; the sandbox is stuck"
+    try:
+        with selectors.DefaultSelector() as sel:
+            for fd in kept:
+                sel.register(fd, selectors.EVENT_READ)
+            while sel.get_map() and len(out) <= stdout_cap:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SandboxError(stuck)
+                for key, _ in sel.select(timeout=remaining):
+                    buf, room = kept[key.fd]
+                    want = min(READ_CHUNK_BYTES, room - len(buf)) if len(buf) < room else READ_CHUNK_BYTES
+                    chunk = os.read(key.fd, want)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    buf += chunk[:max(0, room - len(buf))]
+        if len(out) > stdout_cap:
+            return None, bytes(out), bytes(err)
+        try:
+            returncode = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise SandboxError(stuck) from None
+        return returncode, bytes(out), bytes(err)
+    finally:
+        if proc.poll() is None:
+            kill_group(proc)
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 class ArmedBash:
@@ -168,14 +222,15 @@ class ArmedBash:
 
     MAX_SCRIPT_BYTES = 60_000  # fits in a pipe's buffer, so handing it over never blocks
 
-    def __init__(self, prefix: list[str], env: dict[str, str], then: list[str] = ()) -> None:
+    def __init__(self, prefix: list[str], env: dict[str, str], then: list[str] = (),
+                 popen: Popen = subprocess.Popen) -> None:
         """`prefix + bash` waits for the script, then execs `then + bash -c script` (`then`: the uid drop, say,
-        so that the waiting process is not the agent's). An empty script makes it exit."""
+        so that the waiting process is not the agent's). An empty script makes it exit. `popen` starts it."""
         read_end, self._script = os.pipe()
         run = shlex.join([*then, "bash", "-c"])
         shell = f'IFS= read -r -d "" s <&{read_end}; [ -n "$s" ] || exit 0; exec {read_end}<&-; exec {run} "$s"'
         try:
-            self.proc = launch([*prefix, "bash", "-c", shell, "bash"], env=env, pass_fds=(read_end,))
+            self.proc = launch([*prefix, "bash", "-c", shell, "bash"], env=env, pass_fds=(read_end,), popen=popen)
         except BaseException:
             os.close(self._script)
             raise

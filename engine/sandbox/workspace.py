@@ -18,7 +18,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from engine.sandbox.mounts import mount, mount_tmpfs, unmount
 
@@ -26,6 +26,23 @@ logger = logging.getLogger(__name__)
 
 # overlayfs splits its options at commas and colons; such a path cannot be a layer
 _OPTION_CHARS = frozenset(",:\\")
+
+
+class Top(NamedTuple):
+    """Group and mode of the workspace folder itself (its owner is root)."""
+
+    gid: int
+    mode: int
+
+
+AGENT_TOP = Top(0, 0o1777)
+"""An agent's workspace: everyone may add files, the sticky bit keeps the read-only ones (root's) in place."""
+
+
+def private_top(uid: int) -> Top:
+    """The workspace folder of a private sandbox (one whose user is not the agent): its user may add files (as
+    the group); no other uid may enter it, list it, or look up a name in it."""
+    return Top(uid, 0o1770)
 
 
 class Workspace(Protocol):
@@ -47,12 +64,13 @@ def unpack(starter_tar: Path, dest: Path) -> None:
 
 class OverlayWorkspace:
     """The starter as the lower layer of an overlayfs, a fresh tmpfs as its upper layer after every restore.
-    Several may share one lower folder (the kernel never writes to a lower layer)."""
+    Several may share one lower folder (the kernel never writes to a lower layer). The workspace folder itself is
+    root's, of group `top.gid` and mode `top.mode`."""
 
-    def __init__(self, folder: Path, lower: Path, size_mb: int, name: str) -> None:
+    def __init__(self, folder: Path, lower: Path, size_mb: int, name: str, top: Top = AGENT_TOP) -> None:
         self.path = folder / "workspace"
         self._lower, self._scratch = lower, folder / "scratch"
-        self._size_mb, self._name = size_mb, name
+        self._size_mb, self._name, self._top = size_mb, name, top
         if _OPTION_CHARS & set(f"{folder}{lower}"):
             raise OSError(f"{folder}: overlayfs cannot take a layer whose path holds ',', ':' or '\\'")
         for sub in (folder, self.path, self._scratch):
@@ -63,7 +81,8 @@ class OverlayWorkspace:
         mount_tmpfs(self._scratch, self._size_mb, 0o700, self._name)
         upper, work = self._scratch / "upper", self._scratch / "work"
         upper.mkdir()
-        upper.chmod(0o1777)  # the workspace root: root-owned and sticky, so read-only files stay
+        os.chown(upper, 0, self._top.gid)
+        upper.chmod(self._top.mode)  # the workspace root: root-owned and sticky, so read-only files stay
         work.mkdir(mode=0o700)
         try:
             mount("overlay", self.path, "overlay",
@@ -86,14 +105,14 @@ class OverlayWorkspace:
 class TmpfsWorkspace:
     """A size-limited tmpfs holding a copy of the starter; restoring remounts it and unpacks the starter again."""
 
-    def __init__(self, folder: Path, starter_tar: Path, size_mb: int, name: str) -> None:
+    def __init__(self, folder: Path, starter_tar: Path, size_mb: int, name: str, top: Top = AGENT_TOP) -> None:
         self.path = folder / "workspace"
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._starter, self._size_mb, self._name = starter_tar, size_mb, name
+        self._starter, self._size_mb, self._name, self._top = starter_tar, size_mb, name, top
         self._fill()
 
     def _fill(self) -> None:
-        mount_tmpfs(self.path, self._size_mb, 0o1777, self._name)
+        mount_tmpfs(self.path, self._size_mb, self._top.mode, self._name, gid=self._top.gid)
         unpack(self._starter, self.path)
 
     def restore(self) -> None:
@@ -126,10 +145,10 @@ class FolderWorkspace:
 
 
 def make_workspaces(base: Path, starter_tar: Path, *, count: int, root: bool, overlay: bool, size_mb: int,
-                    name: str) -> list[Workspace]:
+                    name: str, top: Top = AGENT_TOP) -> list[Workspace]:
     """`count` independent workspaces under `base` (folders ws0, ws1, …), the best kind this process can make:
     overlays sharing one unpacked starter (root, when `overlay` and the kernel allow it), else tmpfs copies
-    (root), else plain folders."""
+    (root), else plain folders. As root, the workspace folder itself gets `top`'s group and mode."""
     folders = [base / f"ws{i}" for i in range(count)]
     if not root:
         return [FolderWorkspace(f, starter_tar) for f in folders]
@@ -140,14 +159,14 @@ def make_workspaces(base: Path, starter_tar: Path, *, count: int, root: bool, ov
             lower.mkdir(mode=0o700)
             unpack(starter_tar, lower)
             for folder in folders:
-                made.append(OverlayWorkspace(folder, lower, size_mb, name))
+                made.append(OverlayWorkspace(folder, lower, size_mb, name, top))
             return made
         except OSError as e:
             logger.warning("overlayfs workspace unavailable (%s); using a tmpfs refilled at every reset", e)
             for ws in made:
                 ws.close()
             shutil.rmtree(base / "starter", onerror=force_remove)
-    return [TmpfsWorkspace(f, starter_tar, size_mb, name) for f in folders]
+    return [TmpfsWorkspace(f, starter_tar, size_mb, name, top) for f in folders]
 
 
 def force_remove(func, path, _exc_info) -> None:  # noqa: ANN001 (shutil.rmtree's onerror signature)

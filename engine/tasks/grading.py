@@ -69,6 +69,10 @@ class TaskGrader:
             artefact = resolve_artefact(self.task, _listing(self.task, agent_sandbox))
         except (TaskError, GradingError) as e:
             return Grade(error=f"submission_not_found: {e}")
+        except (ConnectionError, TimeoutError):
+            raise
+        except OSError as e:  # a listing over its cap: the agent's doing
+            return Grade(error=f"submission_not_found: the workspace cannot be listed ({e.strerror or e})")
         if self.task.config.grading == "mlgym":
             return self._grade_in_place(agent_sandbox, artefact)
         if artefact is None:
@@ -125,7 +129,9 @@ class TaskGrader:
         if self._sandbox is None:
             if not (self.task.grader_dir / "evaluate.py").is_file():
                 raise TaskError(f"{self.task.grader_dir}/evaluate.py: missing; a task graded separately needs its grader")
-            spec = SandboxSpec(workspace=self.task.grader_dir, labels={**self.labels, "role": "grader"})
+            # private: the grader's files are unreadable to the agent's uid (whose code may run beside it)
+            spec = SandboxSpec(workspace=self.task.grader_dir, labels={**self.labels, "role": "grader"},
+                               uid=self.runtime.cfg.grader_uid)
             self._sandbox = self.runtime.start(spec)
         elif not self._clean:
             self._sandbox.reset()
@@ -140,5 +146,4 @@ def _listing(task: TaskSpec, agent_sandbox: Sandbox) -> list[str]:
     cfg = task.config
     if cfg.task_entrypoint != "ModelSubmissionTasks" or cfg.submission_path:
         return []
-    listing = agent_sandbox.exec("find . -maxdepth 3 -type f -not -path './.*' | sort", timeout_s=25).output
-    return [f.strip()[2:] for f in listing.split("\n") if f.strip().startswith("./")]
+    return [f for f in agent_sandbox.list_files(".", 3) if not f.startswith(".")]

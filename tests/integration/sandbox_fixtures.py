@@ -9,6 +9,7 @@ cgroup, a tmpfs instead of an overlay)."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,15 @@ WRITABLE_DIRS = (
     "awk '$4 ~ /^rw/ {print $2}' /proc/self/mounts | grep -v -e '^/proc' -e '^/sys' | sort -u | "
     "while read -r m; do find \"$m\" -xdev -type d -writable -print 2>/dev/null; done | sort -u"
 )
+# everything the agent may write to anywhere (`find / -writable` as the agent): type, size and name, and the hash of
+# what each writable regular file holds; a reset must bring all of it back exactly. The type comes from stat (%y
+# next to %s): bwrap's device nodes are bind mounts over empty files, which a `find -type f` alone takes for files.
+WRITABLE_FILES = ("find / \\( -path /proc -o -path /sys \\) -prune -o -writable -printf '%y %s %p\\n' 2>/dev/null | "
+                  "sort")
+WRITABLE_STATE = (f"{WRITABLE_FILES} | while read -r t s p; do echo \"$t $s $p\"; "
+                  "if [ \"$t\" = f ]; then sha256sum < \"$p\"; fi; done")
+OWNER_UID = 1001
+"""The uid of the private sandboxes the tests start (a grader's, say): not the agent's (1000)."""
 # the workspace as the agent sees it: every entry's type, mode and owners, symlink targets, file contents
 SNAPSHOT = (
     f"cd {WORKDIR} && find . -printf '%p %y %m %u %g %l\\n' | sort && find . -type f -exec sha256sum {{}} + | sort"
@@ -82,6 +92,13 @@ def make_task_dir() -> Path:
     return root
 
 
+class OwnedSpec(SandboxSpec):
+    """A SandboxSpec with the `uid` field the runtimes read (`engine.sandbox.common.sandbox_uid`), for as long as
+    engine.protocols' SandboxSpec does not have it."""
+
+    uid: int | None = None
+
+
 def task_spec(task_dir: Path, **overrides: object) -> SandboxSpec:
     values: dict[str, object] = dict(
         workspace=task_dir / "workspace",
@@ -89,7 +106,8 @@ def task_spec(task_dir: Path, **overrides: object) -> SandboxSpec:
         labels={"task_id": "contract-task"},
     )
     values.update(overrides)
-    return SandboxSpec(**values)
+    spec_type = SandboxSpec if "uid" in SandboxSpec.model_fields or "uid" not in values else OwnedSpec
+    return spec_type(**values)
 
 
 def remove_task_dir(task_dir: Path) -> None:
@@ -192,7 +210,7 @@ class DockerHarness:
 
     def processes(self, sandbox) -> list[str]:
         out = sandbox._root("ps -eo user=,args=").decode()
-        return [line.split(None, 1)[1] for line in out.splitlines() if line.split(None, 1)[0] in ("agent", "1000")]
+        return [line.split(None, 1)[1] for line in out.splitlines() if line.split(None, 1)[0] != "root"]
 
     def child_code(self, run_id: str, workspace: Path) -> str:
         return ("import os; from pathlib import Path; from engine.sandbox.docker import DockerRuntime; "
@@ -254,6 +272,28 @@ def check_exec_basics(sandbox) -> None:
     assert "line 3: no-such-command-xyz" in errors, errors  # the runtime's preamble is one line (the `cd`)
 
 
+def check_nothing_runs_after_the_command(sandbox, harness) -> None:
+    """Processes that left the command's process group (setsid, nohup, a double fork, a daemon) end when the
+    command returns, so nothing can change the workspace between two commands (a submission between its listing
+    and its copy, say); what the command wrote stays for the episode."""
+    token = f"31{secrets.randbelow(10**6):06d}"
+    sandbox.write_file("submission.csv", b"id,label\n")
+    r = sandbox.exec(f"setsid sh -c 'while :; do echo forged > submission.csv; sleep {token}.1; done' "
+                     "</dev/null >/dev/null 2>&1 & "
+                     f"nohup sh -c 'sleep {token}.2' </dev/null >/dev/null 2>&1 & "
+                     f"(setsid sleep {token}.3 </dev/null >/dev/null 2>&1 &) ; "
+                     "python -c 'import os, time\nif os.fork() == 0:\n os.setsid()\n if os.fork() == 0: "
+                     f"time.sleep({token}.4)' & "
+                     "until grep -q forged submission.csv; do sleep 0.01; done; echo kept > /tmp/note", timeout_s=30)
+    assert r.exit_code == 0 and not r.timed_out, r.output
+    assert [p for p in harness.processes(sandbox) if token in p] == []
+    sandbox.write_file("submission.csv", b"id,label\n1,2\n")
+    assert sandbox.read_file("submission.csv") == b"id,label\n1,2\n"
+    assert sandbox.exec("ps -eo user=,comm= | grep -c -e '^agent *sleep$' -e '^agent *python' || true",
+                   timeout_s=30).output.strip() == "0"
+    assert sandbox.read_file("/tmp/note") == b"kept\n"  # /tmp lasts for the episode
+
+
 def check_process_limit(sandbox) -> None:
     script = (
         "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n"
@@ -308,18 +348,24 @@ def check_reset_restores_the_starter_exactly(sandbox) -> None:
 
 
 def check_reset_leaves_nothing_writable(sandbox) -> None:
-    """A marker in every folder the agent can write to, a deep one in its own folders: none survives a reset."""
+    """A marker in every folder the agent can write to, a deep one in its own folders, a line added to every file
+    it can write: none survives a reset, and everything writable is as it was before the episode."""
+    before = sandbox.exec(WRITABLE_STATE, timeout_s=120).output
     sandbox.exec("mkdir -p mine/deep && chmod 700 mine", timeout_s=30)
     marked = sandbox.exec(
         f"for d in $({WRITABLE_DIRS}); do touch \"$d/{MARKER}\" 2>/dev/null && echo \"$d\"; done; "
         f"echo x > /tmp/{MARKER}.tmp; echo x > {HOME}/{MARKER}.home; echo x > /dev/shm/{MARKER}.shm",
         timeout_s=120).output.split()
     assert {WORKDIR, f"{WORKDIR}/mine/deep", HOME, "/tmp", "/dev/shm"} <= set(marked), marked
+    sandbox.exec(f"{WRITABLE_FILES} | while read -r t s p; do if [ \"$t\" = f ]; then echo x >> \"$p\"; fi; done",
+                 timeout_s=120)
+    assert sandbox.exec(WRITABLE_STATE, timeout_s=120).output != before
     sandbox.reset()
     left = sandbox.exec(f"for d in $({WRITABLE_DIRS}); do ls -A \"$d\"; done | grep -F {MARKER}; echo done",
                         timeout_s=120).output.split()
     assert left == ["done"], left
     assert sandbox.exec("test -e mine", timeout_s=30).exit_code == 1
+    assert sandbox.exec(WRITABLE_STATE, timeout_s=120).output == before
 
 
 def check_read_only_files(sandbox) -> None:

@@ -46,26 +46,16 @@ def sandbox(task_dir):
 
 @needs_docker
 @pytest.mark.docker
-def test_escaped_processes_live_until_the_reset(sandbox):
-    """A command's process group ends with it, but a process that left the group (setsid) lives on in the
-    container until the reset kills every process of the agent."""
-    sandbox.reset()
-    escape = "setsid sh -c 'touch escaped; exec sleep 300' > /dev/null 2>&1 < /dev/null &"
-    sandbox.exec(f"{escape} until [ -e escaped ]; do sleep 0.01; done", timeout_s=30)
-    count = "ps -eo user=,comm= | grep -c '^agent *sleep$' || true"
-    assert sandbox.exec(count, timeout_s=30).output.strip() == "1"
-    sandbox.reset()
-    assert sandbox.exec(count, timeout_s=30).output.strip() == "0"
-
-
-@needs_docker
-@pytest.mark.docker
 def test_container_is_limited(sandbox):
     sandbox.container.reload()
     host = sandbox.container.attrs["HostConfig"]
     assert (host["NetworkMode"], host["Memory"], host["PidsLimit"]) == ("none", 512 * 1024 * 1024, 64)
     assert host["Tmpfs"][WORKDIR].startswith("size=32m,")
     assert host["CapDrop"] == ["ALL"] and "no-new-privileges" in host["SecurityOpt"]
+    fsize = 33 * 1024 * 1024  # the workspace's 32 MiB and one
+    assert {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]} == {"fsize": (fsize, fsize), "core": (0, 0)}
+    sandbox.reset()
+    assert sandbox.exec("ulimit -f; ulimit -Hf", timeout_s=30).output.split() == ["33792", "33792"]  # KiB, every exec
 
 
 @needs_docker
@@ -113,6 +103,9 @@ def test_container_kwargs_request_exactly_the_given_gpus(tmp_path):
         "8192m", "8192m", 2_500_000_000, 128,
     )  # fmt: skip
     assert kwargs["tmpfs"][WORKDIR] == "size=256m,exec,nosuid,nodev,mode=1777,uid=0,gid=0"
+    assert kwargs["tmpfs"]["/home/agent"] == "size=256m,exec,nosuid,nodev,mode=0755,uid=1000,gid=1000"
+    assert [(u["Name"], u["Soft"], u["Hard"]) for u in kwargs["ulimits"]] == [("fsize", 257 * 2**20, 257 * 2**20),
+                                                                               ("core", 0, 0)]
     assert kwargs["environment"] == {
         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/home/agent", "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
@@ -125,3 +118,13 @@ def test_container_kwargs_without_gpus_or_with_network(tmp_path):
     assert "device_requests" not in kwargs
     networked = container_kwargs(SandboxConfig(runtime="docker", network=True), SandboxSpec(workspace=tmp_path), labels)
     assert networked["network_mode"] == "bridge"
+
+
+def test_container_kwargs_of_a_private_sandbox(tmp_path):
+    """A sandbox of another uid than the agent's: its $HOME is that uid's alone and the workspace folder is closed
+    to every other uid (root's, of the owner's group, sticky)."""
+    spec = fx.task_spec(tmp_path, uid=fx.OWNER_UID)
+    kwargs = container_kwargs(SandboxConfig(runtime="docker", workspace_mb=64), spec, {MANAGED_LABEL: "1"})
+    assert kwargs["tmpfs"]["/home/agent"] == "size=64m,exec,nosuid,nodev,mode=0700,uid=1001,gid=1001"
+    assert kwargs["tmpfs"][WORKDIR] == "size=64m,exec,nosuid,nodev,mode=1770,uid=0,gid=1001"
+    assert kwargs["user"] == "0:0"

@@ -1,6 +1,6 @@
 """What only the local (bubblewrap) runtime does, with real bwrap processes, mounts, cgroups and rlimits: its
-fallbacks (rlimits where no cgroup can be made, a tmpfs where overlayfs is unavailable, no bwrap at all) and
-processes that end with their command. The behaviour it shares with Docker is in test_sandbox_contract.py."""
+fallbacks (rlimits where no cgroup can be made, a tmpfs where overlayfs is unavailable, no bwrap at all) and its
+host-side file reads. The behaviour it shares with Docker is in test_sandbox_contract.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from engine.errors import SandboxError
 from engine.sandbox import make_runtime
 from engine.sandbox.local import LocalRuntime
 from engine.sandbox.mounts import mounts_under
+from engine.sandbox.reads import FileTooLargeError, SpecialFileError
 from engine.sandbox.workspace import OverlayWorkspace, TmpfsWorkspace
 
 try:
@@ -35,16 +36,20 @@ def task_dir():
 
 @needs_bwrap
 @needs_root
-def test_even_escaped_processes_end_with_their_command(task_dir):
-    """What a command leaves running ends as it returns, even what left its process group (setsid, nohup): the
-    agent's processes left in the sandbox's cgroup are killed too (Docker keeps such processes until the reset)."""
+def test_host_side_reads_leave_no_descriptor_in_the_workspace(task_dir):
+    """As root the runtime reads workspace files itself (overlay workspace, cgroup); a read that is refused (a
+    folder, a FIFO, a file over the cap) leaves nothing of the workspace open in this process, which would pin its
+    mount past the sandbox's end."""
     with LocalRuntime(fx.small_config(), "it-local").start(fx.task_spec(task_dir)) as sb:
         assert isinstance(sb.workspace, OverlayWorkspace) and sb.cgroup is not None
-        sb.exec("setsid sh -c 'exec sleep 3021' </dev/null >/dev/null 2>&1 & nohup sleep 3022 >/dev/null 2>&1 &",
-                timeout_s=30)
-        assert [p for p in fx.HARNESSES["local"].processes(sb) if "sleep 302" in p] == []
-        assert sb.exec("echo kept > /tmp/note", timeout_s=30).exit_code == 0
-        assert sb.exec("cat /tmp/note", timeout_s=30).output == "kept\n"  # /tmp lasts for the episode
+        sb.exec("mkfifo pipe && head -c 2000 /dev/zero > big", timeout_s=30)
+        for path, error in (("data", IsADirectoryError), ("pipe", SpecialFileError), ("big", FileTooLargeError)):
+            with pytest.raises(error):
+                sb.read_file(path, max_bytes=1000)
+        assert sb.read_file("big") == bytes(2000)
+        open_here = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if fd.isdigit()
+                     and os.path.exists(f"/proc/self/fd/{fd}")]
+        assert [target for target in open_here if target.startswith(str(sb._base))] == []
 
 
 @needs_bwrap
@@ -132,6 +137,9 @@ class TestLocalSandboxWithoutCgroups:
 
     def test_reset_leaves_nothing_anywhere_writable(self, sb):
         fx.check_reset_leaves_nothing_writable(sb)
+
+    def test_nothing_of_the_agent_runs_after_its_command(self, sb):
+        fx.check_nothing_runs_after_the_command(sb, fx.HARNESSES["local"])
 
 
 def test_make_runtime_picks_the_local_runtime():

@@ -27,7 +27,7 @@ class DirSandbox:
     def _path(self, path: str) -> Path:
         return Path(path) if path.startswith("/") else Path(self.workdir) / path
 
-    def exec(self, command: str, timeout_s: float, cwd: str | None = None) -> ExecResult:
+    def exec(self, command: str, timeout_s: float, cwd: str | None = None, uid: int | None = None) -> ExecResult:
         self.calls.append((command, timeout_s))
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir, "LANG": "C.UTF-8"}
         started = time.monotonic()
@@ -45,16 +45,21 @@ class DirSandbox:
                           output=out[: self.max_output_bytes].decode("utf-8", errors="replace"),
                           timed_out=timed_out, duration_s=time.monotonic() - started, output_truncated=truncated)
 
-    def read_file(self, path: str) -> bytes:
-        return self._path(path).read_bytes()
+    def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
+        return self._path(path).read_bytes()[:max_bytes]
 
     def write_file(self, path: str, data: bytes) -> None:
         p = self._path(path)
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
 
-    def copy_out(self, path: str, dest: Path) -> None:
+    def copy_out(self, path: str, dest: Path, max_bytes: int = 64 << 20) -> None:
         shutil.copy(self._path(path), dest)
+
+    def list_files(self, path: str = ".", max_depth: int = 3) -> list[str]:
+        base = self._path(path)
+        return sorted(str(p.relative_to(base)) for p in base.rglob("*")
+                      if p.is_file() and len(p.relative_to(base).parts) <= max_depth)
 
     def reset(self) -> None:
         raise NotImplementedError("DirSandbox has no starter state to reset to")
