@@ -1,33 +1,26 @@
 """The narrow channel between a grader and the agent's submitted code (Python-submission tasks): moves in, moves out.
 
 The agent's module never runs in the grader's process. The grader imports a *stand-in* module of the same name
-(`stand_in_source`), whose functions send each call as one line on the grader's stdout and read the answer from
-its stdin. The agent's module runs in a process of its own, in a sandbox of its own, behind a small *server*
-(`server_source`) that answers one line per call. The host relays the lines (`Relay`), capped in size and time,
-and keeps every other line of the grader's output as that output: so the metrics can only come from the grader,
-and agent code can neither print them nor reach the grader's functions, files or modules.
+(`stand_in_source`), whose functions send each call as one JSON line into a pipe and read the answer from
+another (`CHANNEL_DIR/calls`, `CHANNEL_DIR/answers`: FIFOs). The agent's module runs in a process of its own, as
+the agent's uid, behind a small *server* (`server_source`) reading the calls and writing the answers; the
+grader's files are unreadable to that uid (a private sandbox), and the grader's output — where the metrics are
+read from — is the grader's process's alone. So agent code can neither print the metrics nor reach the grader's
+functions, files or modules. The stand-in bounds each answer in time and size.
 
-Values cross as JSON, with tuples and numpy arrays tagged so that each side gets back what was sent. A call that
-fails on the agent's side (its exception, a malformed answer, no answer in time) raises `SubmissionError` in the
-grader, whose harness reports it as the submission's own error.
+Values cross as JSON, with tuples, dicts and numpy arrays tagged so that each side gets back what was sent. A call
+that fails on the agent's side (its exception, a malformed answer, no answer in time) raises `SubmissionError`
+in the grader, whose harness reports it as the submission's own error.
 
-Wire format: a call is `CALL_PREFIX` + `{"fn": name, "args": [...], "kwargs": {...}}`; an answer is `{"result": v}`
-or `{"error": "text"}`; the server first says `{"ready": true}` or `{"error": "importing … raised …"}`.
+Wire format: a call is `{"fn": name, "args": [...], "kwargs": {...}}`; an answer is `{"result": v}` or
+`{"error": "text"}`; the server first says `{"ready": true}` or `{"error": "importing … raised …"}`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
-import subprocess
-import time
-from dataclasses import dataclass, field
-from typing import IO
-
-CALL_PREFIX = "\x1esynthscale-call "
-MAX_LINE_BYTES = 1 << 20  # one call or answer
-MAX_OUTPUT_BYTES = 1 << 20  # the grader's own output kept
+CHANNEL_DIR = "/tmp/synthscale-channel"
+MAX_LINE_BYTES = 1 << 20  # one answer
+CALL_TIMEOUT_S = 10.0
 
 _CODEC = r'''
 def _encode(value):
@@ -63,27 +56,76 @@ def _decode(value):
 _STAND_IN = '''"""Stand-in for the submitted {module}: each call goes to the agent's code, which runs in a process of its own."""
 import json
 import os
-import sys
+import select
+import time
 {codec}
 
 class SubmissionError(Exception):
     """The submitted code failed (raised, answered wrongly, or did not answer in time)."""
 
 
-_PREFIX = {prefix!r}
+_DIR = {channel_dir!r}
+_TIMEOUT_S = {call_timeout_s!r}
+_MAX_BYTES = {max_bytes!r}
+_pipes = []
+_pending = [b""]
+_broken = []  # after one failure the channel may be out of step: every later call fails at once
+
+
+def _open():
+    if not _pipes:  # read-write opens never wait for the other side; a missing answer times out instead
+        _pipes.append(os.open(os.path.join(_DIR, "calls"), os.O_RDWR))
+        _pipes.append(os.open(os.path.join(_DIR, "answers"), os.O_RDWR | os.O_NONBLOCK))
+    return _pipes
+
+
+def _answer(fd):
+    deadline = time.monotonic() + _TIMEOUT_S
+    while b"\\n" not in _pending[0]:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            raise SubmissionError(f"the submission did not answer within {{_TIMEOUT_S:g}} s")
+        try:
+            _pending[0] += os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if len(_pending[0]) > _MAX_BYTES:
+            raise SubmissionError(f"the submission answered more than {{_MAX_BYTES}} bytes")
+    line, _pending[0] = _pending[0].split(b"\\n", 1)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise SubmissionError("the submission's answer was not valid JSON") from None
+    if not isinstance(reply, dict):
+        raise SubmissionError("the submission's answer was not a result")
+    return reply
 
 
 def _call(fn, args, kwargs):
-    line = _PREFIX + json.dumps({{"fn": fn, "args": _encode(list(args)), "kwargs": _encode(dict(kwargs))}}) + "\\n"
-    data = line.encode()
-    while data:  # fd 1 itself: a harness that swaps sys.stdout must not swallow the call
-        data = data[os.write(1, data):]
-    answer = sys.stdin.buffer.readline()
-    if not answer:
-        raise SubmissionError("the submission's process went away")
-    reply = json.loads(answer)
+    if _broken:
+        raise SubmissionError(_broken[0])
+    try:
+        return _exchange(fn, args, kwargs)
+    except SubmissionError as e:
+        _broken.append(str(e))
+        raise
+
+
+def _exchange(fn, args, kwargs):
+    calls, answers = _open()
+    if not hasattr(_call, "ready"):
+        ready = _answer(answers)
+        if "error" in ready:
+            raise SubmissionError(str(ready["error"]))
+        _call.ready = True
+    data = (json.dumps({{"fn": fn, "args": _encode(list(args)), "kwargs": _encode(dict(kwargs))}}) + "\\n").encode()
+    while data:
+        data = data[os.write(calls, data):]
+    reply = _answer(answers)
     if "error" in reply:
-        raise SubmissionError(reply["error"])
+        raise SubmissionError(str(reply["error"])[:2000])
+    if "result" not in reply:
+        raise SubmissionError("the submission's answer was not a result")
     return _decode(reply["result"])
 
 {functions}'''
@@ -91,6 +133,13 @@ def _call(fn, args, kwargs):
 _FUNCTION = '''
 def {name}(*args, **kwargs):
     return _call({name!r}, args, kwargs)
+'''
+
+_ANY_FUNCTION = '''
+def __getattr__(name):  # any public function of the submission, looked up on its side at the first call
+    if name.startswith("_"):
+        raise AttributeError(name)
+    return lambda *args, **kwargs: _call(name, args, kwargs)
 '''
 
 _SERVER = '''"""Serves the calls of a grader to the functions of the submitted module, one JSON line each."""
@@ -105,6 +154,7 @@ channel = os.fdopen(os.dup(1), "w", buffering=1)  # answers go here; what the mo
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 path, allowed = sys.argv[1], set(sys.argv[2].split(","))
+sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # the submission's own folder, for its own imports
 
 
 def say(obj):
@@ -126,7 +176,7 @@ try:
 except BaseException as e:
     say({{"error": f"importing {{path.rsplit('/', 1)[-1]}} raised {{brief(e)}}"}})
     sys.exit(0)
-missing = sorted(name for name in allowed if not callable(getattr(module, name, None)))
+missing = sorted(name for name in allowed - {{"*"}} if not callable(getattr(module, name, None)))
 if missing:
     say({{"error": f"{{path.rsplit('/', 1)[-1]}} defines no function {{', '.join(missing)}}"}})
     sys.exit(0)
@@ -134,8 +184,10 @@ say({{"ready": True}})
 for line in sys.stdin:
     try:
         call = json.loads(line)
-        if call["fn"] not in allowed:
+        if call["fn"] not in allowed and ("*" not in allowed or call["fn"].startswith("_")):
             raise RuntimeError(f"no function {{call['fn']}}")
+        if not callable(getattr(module, call["fn"], None)):
+            raise RuntimeError(f"{{path.rsplit('/', 1)[-1]}} defines no function {{call['fn']}}")
         result = getattr(module, call["fn"])(*_decode(call["args"]), **_decode(call["kwargs"]))
         say({{"result": _encode(result)}})
     except BaseException as e:
@@ -143,172 +195,15 @@ for line in sys.stdin:
 '''
 
 
-def stand_in_source(module_file: str, functions: list[str]) -> str:
-    """The module the grader imports in place of the agent's `module_file`."""
-    body = "".join(_FUNCTION.format(name=f) for f in functions)
-    return _STAND_IN.format(module=module_file, codec=_CODEC, prefix=CALL_PREFIX, functions=body)
+def stand_in_source(module_file: str, functions: list[str] | None = None, channel_dir: str = CHANNEL_DIR, *,
+                    call_timeout_s: float = CALL_TIMEOUT_S) -> str:
+    """The module the grader imports in place of the agent's `module_file`: `functions`, or (None) any public
+    name the grader asks for."""
+    body = _ANY_FUNCTION if functions is None else "".join(_FUNCTION.format(name=f) for f in functions)
+    return _STAND_IN.format(module=module_file, codec=_CODEC, channel_dir=channel_dir, functions=body,
+                            call_timeout_s=call_timeout_s, max_bytes=MAX_LINE_BYTES)
 
 
 def server_source() -> str:
     """The program that runs the agent's module on its side: `python SERVER <module path> <fn,fn,...>`."""
     return _SERVER.format(codec=_CODEC)
-
-
-class SubmissionProcessError(Exception):
-    """Internal: the agent's side failed to answer (the relay turns it into an error answer)."""
-
-
-@dataclass
-class RelayResult:
-    """What the grader printed (calls removed), how it ended, and the submission's error if it had one."""
-
-    output: str
-    exit_code: int
-    timed_out: bool = False
-    calls: int = 0
-    submission_error: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-class Relay:
-    """Carries calls from a grader process to the agent's server process and answers back.
-
-    Both are `subprocess.Popen`-like objects with binary `stdin`/`stdout` pipes (a sandboxed process, on either
-    runtime). `call_timeout_s` bounds each answer; `timeout_s` the whole grading."""
-
-    def __init__(self, grader: subprocess.Popen, agent: subprocess.Popen, *, call_timeout_s: float = 10.0):
-        self.grader, self.agent = grader, agent
-        self.call_timeout_s = call_timeout_s
-        self._agent_buf = b""
-        self._ready: dict | None = None
-
-    def run(self, timeout_s: float) -> RelayResult:
-        deadline = time.monotonic() + timeout_s
-        out = bytearray()
-        result = RelayResult(output="", exit_code=-1)
-        buf = b""
-        fd = self.grader.stdout.fileno()
-        os.set_blocking(fd, False)
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    result.timed_out = True
-                    break
-                if not sel.select(timeout=min(remaining, 1.0)):
-                    continue
-                chunk = _read(fd)
-                if chunk is None:
-                    continue
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    self._line(line, out, result)
-                if len(buf) > MAX_LINE_BYTES:  # a line without end: the grader's own output, kept capped
-                    _keep(out, buf)
-                    buf = b""
-        _keep(out, buf)
-        result.exit_code = _finish(self.grader, result.timed_out)
-        _finish(self.agent, True)
-        result.output = out.decode("utf-8", errors="replace")
-        return result
-
-    def _line(self, line: bytes, out: bytearray, result: RelayResult) -> None:
-        text = line.decode("utf-8", errors="replace")
-        if not text.startswith(CALL_PREFIX):
-            _keep(out, line + b"\n")
-            return
-        result.calls += 1
-        answer = self._answer(text[len(CALL_PREFIX):])
-        if "error" in answer and result.submission_error is None:
-            result.submission_error = answer["error"]
-        self._send(self.grader.stdin, answer)
-
-    def _answer(self, call: str) -> dict:
-        try:
-            if self._ready is None:
-                self._ready = self._receive()
-            if "error" in self._ready:
-                return self._ready
-            self.agent.stdin.write(call.encode() + b"\n")
-            self.agent.stdin.flush()
-            return self._receive()
-        except SubmissionProcessError as e:
-            self._ready = {"error": str(e)}  # one failure ends the submission's side for the rest of the grading
-            return self._ready
-        except (BrokenPipeError, OSError):
-            self._ready = {"error": "the submission's process ended while the grader called it"}
-            return self._ready
-
-    def _receive(self) -> dict:
-        """One answer line from the agent's side, within the call timeout and the size cap."""
-        fd = self.agent.stdout.fileno()
-        os.set_blocking(fd, False)
-        deadline = time.monotonic() + self.call_timeout_s
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self._agent_buf:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SubmissionProcessError(f"the submission did not answer within {self.call_timeout_s:g} s")
-                if not sel.select(timeout=remaining):
-                    continue
-                chunk = _read(fd)
-                if chunk is None:
-                    continue
-                if not chunk:
-                    raise SubmissionProcessError("the submission's process ended while the grader called it")
-                self._agent_buf += chunk
-                if len(self._agent_buf) > MAX_LINE_BYTES:
-                    raise SubmissionProcessError(f"the submission answered more than {MAX_LINE_BYTES} bytes")
-        line, self._agent_buf = self._agent_buf.split(b"\n", 1)
-        try:
-            answer = json.loads(line)
-        except json.JSONDecodeError:
-            raise SubmissionProcessError("the submission's answer was not valid JSON") from None
-        if not isinstance(answer, dict) or not ({"result", "error", "ready"} & answer.keys()):
-            raise SubmissionProcessError("the submission's answer was not a result")
-        if "error" in answer:
-            answer = {"error": str(answer["error"])[:2000]}
-        return answer
-
-    @staticmethod
-    def _send(stream: IO[bytes], answer: dict) -> None:
-        try:
-            stream.write(json.dumps(answer).encode() + b"\n")
-            stream.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the grader ended: its exit tells
-
-
-def _read(fd: int) -> bytes | None:
-    """What the pipe holds (b"" at its end), or None when it holds nothing yet."""
-    try:
-        return os.read(fd, 65536)
-    except BlockingIOError:
-        return None
-
-
-def _keep(out: bytearray, data: bytes) -> None:
-    room = MAX_OUTPUT_BYTES - len(out)
-    if room > 0:
-        out += data[:room]
-
-
-def _finish(proc: subprocess.Popen, kill: bool) -> int:
-    if kill and proc.poll() is None:
-        proc.kill()
-    for stream in (proc.stdin, proc.stdout):
-        try:
-            if stream is not None:
-                stream.close()
-        except OSError:
-            pass
-    try:
-        return proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=10)

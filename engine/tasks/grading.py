@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from engine.errors import GradingError, TaskError
 from engine.protocols import Runtime, Sandbox, SandboxSpec
 from engine.tasks.artefact import grader_command, parse_metrics, resolve_artefact, split_metrics
+from engine.tasks.python_grading import grade_mlgym, grade_separately, mlgym_command
 from engine.tasks.spec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -100,26 +101,37 @@ class TaskGrader:
         with self._lock:
             sandbox = self._prepare()
             self._clean = False
-            sandbox.write_file(name, data)
-            result = sandbox.exec(grader_command(self.task, name), timeout_s=self.timeout_s)
+            if self.task.config.task_entrypoint == "PythonSubmissionTasks":  # the agent's code in its own process
+                result = grade_separately(sandbox, self.task, data, artefact, self.runtime.cfg.uid, self.timeout_s,
+                                          grader_command(self.task, name))
+            else:
+                sandbox.write_file(name, data)
+                result = sandbox.exec(grader_command(self.task, name), timeout_s=self.timeout_s)
         return self._to_grade(result.output, result.exit_code, result.timed_out, artefact)
 
     def _grade_in_place(self, agent_sandbox: Sandbox, artefact: str | None) -> Grade:
         """MLGym's way: its evaluate.py runs in the agent's own sandbox."""
         if artefact is not None and agent_sandbox.exec(f"test -e {artefact!r}", timeout_s=25).exit_code != 0:
             return Grade(error=f"submission_not_found: no {artefact} in the workspace", artefact=artefact)
-        result = agent_sandbox.exec(grader_command(self.task, artefact or ""), timeout_s=self.timeout_s)
+        command = grader_command(self.task, artefact or "")
+        if self.task.config.task_entrypoint == "PythonSubmissionTasks" and artefact is not None:
+            result = grade_mlgym(agent_sandbox, self.task, artefact, self.timeout_s, command)
+        else:
+            result = agent_sandbox.exec(mlgym_command(self.task, agent_sandbox.workdir, command, stand_in=False),
+                                        timeout_s=self.timeout_s)
         return self._to_grade(result.output, result.exit_code, result.timed_out, artefact)
 
     def _to_grade(self, output: str, exit_code: int, timed_out: bool, artefact: str | None) -> Grade:
         if timed_out:
             return Grade(error=f"evaluation_format_error: the grader timed out after {self.timeout_s:.0f} s", artefact=artefact)
-        if exit_code != 0:
-            tail = output.strip()[-2000:]
-            return Grade(error=f"evaluation_format_error: the grader failed (exit {exit_code}):\n{tail}", artefact=artefact)
+        if exit_code != 0:  # the agent sees why its submission was refused, never the rest of the grader's output
+            said = [ln for ln in output.splitlines() if ln.startswith(REJECTED)]
+            why = ("\n" + "\n".join(said)[-2000:]) if said else ""
+            return Grade(error=f"evaluation_format_error: the grader failed (exit {exit_code}){why}", artefact=artefact)
         try:
             obj = parse_metrics(self.task.config.task_entrypoint, output)
             validation, test = split_metrics(obj, self.task.config.grading)
+            check_ranges(self.task, validation, test)
         except GradingError as e:
             return Grade(error=f"evaluation_format_error: {e}", artefact=artefact)
         return Grade(validation=validation, test=test, artefact=artefact)
@@ -147,3 +159,27 @@ def _listing(task: TaskSpec, agent_sandbox: Sandbox) -> list[str]:
     if cfg.task_entrypoint != "ModelSubmissionTasks" or cfg.submission_path:
         return []
     return [f for f in agent_sandbox.list_files(".", 3) if not f.startswith(".")]
+
+
+REJECTED = "submission rejected:"
+"""A grader's lines that start so are meant for the agent (why its submission was refused)."""
+
+
+def check_ranges(task: TaskSpec, *splits: dict[str, float] | None) -> None:
+    """A metric outside the plausible range its task declares (`metric_ranges`) is a grading error, not a score.
+
+    >>> from engine.tasks.spec import TaskConfig
+    >>> t = TaskSpec(root=".", config=TaskConfig(id="t", name="t", description="", metric="score",
+    ...              metric_ranges={"score": (0, 5)}))
+    >>> check_ranges(t, {"score": 4.0}, {"score": 1e300})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    engine.errors.GradingError: metric score = 1e+300 lies outside the range [0, 5] that task t declares; ...
+    """
+    for split in splits:
+        for name, value in (split or {}).items():
+            low, high = task.config.metric_ranges.get(name, (None, None))
+            if (low is not None and value < low) or (high is not None and value > high):
+                shown = ", ".join("∞" if b is None else f"{b:g}" for b in (low, high))
+                raise GradingError(f"metric {name} = {value:g} lies outside the range [{shown}] that task {task.id} "
+                                   "declares; the score is not recorded")
+

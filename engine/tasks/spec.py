@@ -75,6 +75,9 @@ class TaskConfig(BaseModel):
     grading: Literal["separate", "mlgym"] = Field(
         "separate", description="separate: graded outside the agent's sandbox on held-out labels; mlgym: MLGym's way."
     )
+    metric_ranges: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict, description="Plausible [low, high] of each metric (null: unbounded on that side); a "
+                                          "grader's value outside it is a grading error, never a score.")
 
 
 class TaskSpec(BaseModel):

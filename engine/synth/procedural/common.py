@@ -126,17 +126,23 @@ def heuristic_yaml(file: str, run: str, baseline: Candidate, chain: list[Candida
     return head + dump_yaml({"run": run, "moves": moves, "mistakes": mistakes})
 
 
+KNOWN_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0), "rmse": (0.0, None), "mae": (0.0, None), "mase": (0.0, None)}
+"""Plausible ranges of the catalogue's metrics (a grader's value outside one is a grading error)."""
+
+
 def task_config(tid: str, name: str, description: str, *, metric: str, direction: str, starter: list[str],
                 entrypoint: str = "CSVSubmissionTasks", submission: str = "submission.csv", datasets: bool = True,
                 requirements: list[str] | None = None, sample_submission: str | None = None,
-                training_timeout: int = 300) -> TaskConfig:
-    """task.yaml of a procedural task; baseline scores stay empty for the verification stage to fill."""
+                training_timeout: int = 300, metric_range: tuple[float | None, float | None] | None = None) -> TaskConfig:
+    """task.yaml of a procedural task; baseline scores stay empty for the verification stage to fill. The metric's
+    plausible range is `metric_range`, else the catalogue's known one (`KNOWN_RANGES`)."""
     return TaskConfig(
         id=tid, name=name, description=description, dataset_configs=["dataset.yaml"] if datasets else [],
         task_entrypoint=entrypoint, training_timeout=training_timeout, starter_code=starter,
         baseline_paths=[starter[0]], evaluation_paths=["evaluate.py"], metric=metric, direction=direction,
         requirements=requirements or [], submission_path=submission, sample_submission=sample_submission,
-        grading="separate",
+        grading="separate", metric_ranges={metric: metric_range or KNOWN_RANGES[metric]},
     )
 
 

@@ -231,6 +231,7 @@ def build(params: Params) -> TaskParts:
     return TaskParts(
         config=task_config(tid, (f"{env} policy ({physics}; {params['max_steps']} steps, {params['episodes']} episodes, "
                            f"noise level {params['noise_level']})"), description, metric="score",
+                           metric_range=(0.0, float(max(params["max_steps"], PENDULUM_MAX_COST))),
                            direction="max", starter=["policy.py"], entrypoint="PythonSubmissionTasks",
                            submission="policy.py", datasets=False, requirements=["gymnasium", "numpy"],
                            sample_submission="sample_submission/policy.py"),

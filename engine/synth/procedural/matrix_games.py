@@ -306,7 +306,7 @@ def build(params: Params) -> TaskParts:
     name = (f"iterated {kind} game {'-'.join(map(str, v))} vs {len(params['opponents'])} hidden opponents (pool {pool}) "
             f"({params['rounds'][0]}-{params['rounds'][1]} rounds, tremble {params['tremble']})")
     return TaskParts(
-        config=task_config(tid, name, description, metric="score",
+        config=task_config(tid, name, description, metric="score", metric_range=(0.0, float(max(map(max, mine)))),
                            direction="max", starter=["strategy.py"], entrypoint="PythonSubmissionTasks",
                            submission="strategy.py", datasets=False, sample_submission="sample_submission/strategy.py"),
         workspace={"strategy.py": STRATEGY.format(block=base.block, **fmt),
