@@ -1,10 +1,11 @@
-"""The grader ↔ submission channel with plain processes (the sandboxes add isolation around the same code): calls
-and answers cross with their types; the metrics come from the grader alone, whatever the submission prints or
-writes to its descriptors; a submission that raises, dies, hangs or answers garbage is the submission's error."""
+"""The grader ↔ submission channel with plain processes over FIFOs (in a sandbox the same code runs under two uids):
+calls and answers cross with their types; the metrics come from the grader alone, whatever the submission
+prints or writes; a submission that raises, dies, hangs or answers garbage is the submission's own error."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.tasks.channel import Relay, server_source, stand_in_source
+from engine.tasks.channel import server_source, stand_in_source
 
 GRADER = '''
 import json, sys
@@ -31,35 +32,40 @@ print(json.dumps({"validation": {"score": total}, "test": {"score": total}}))
 '''
 
 
-def _run(tmp_path: Path, submission: str, grader: str = GRADER, call_timeout_s: float = 5.0):
-    g, a = tmp_path / "grader", tmp_path / "agent"
-    g.mkdir(exist_ok=True)
-    a.mkdir(exist_ok=True)
-    (g / "strategy.py").write_text(stand_in_source("strategy.py", ["strategy"]))
-    (g / "evaluate.py").write_text(grader)
+def _run(tmp_path: Path, submission: str, call_timeout_s: float = 5.0) -> tuple[int, str]:
+    g, a, ch = tmp_path / "grader", tmp_path / "agent", tmp_path / "channel"
+    for d in (g, a, ch):
+        d.mkdir(exist_ok=True)
+    for fifo in ("calls", "answers"):
+        if not (ch / fifo).exists():
+            os.mkfifo(ch / fifo)
+    (g / "strategy.py").write_text(stand_in_source("strategy.py", ["strategy"], str(ch), call_timeout_s=call_timeout_s))
+    (g / "evaluate.py").write_text(GRADER)
     (a / "strategy.py").write_text(textwrap.dedent(submission))
     (a / "server.py").write_text(server_source())
-    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    grader_p = subprocess.Popen([sys.executable, "evaluate.py"], cwd=g, stderr=subprocess.STDOUT, **pipes)
-    agent_p = subprocess.Popen([sys.executable, "server.py", "strategy.py", "strategy"], cwd=a,
-                               stderr=subprocess.DEVNULL, **pipes)
-    return Relay(grader_p, agent_p, call_timeout_s=call_timeout_s).run(timeout_s=30)
+    agent = subprocess.Popen(f"exec {sys.executable} server.py strategy.py strategy < {ch}/calls > {ch}/answers",
+                             shell=True, cwd=a, stderr=subprocess.DEVNULL)
+    grader = subprocess.run([sys.executable, "evaluate.py"], cwd=g, capture_output=True, text=True, timeout=60)
+    fd = os.open(ch / "calls", os.O_RDWR)  # the grading's end: a server still waiting to open its calls gets EOF
+    os.close(fd)
+    agent.kill()
+    agent.wait()
+    return grader.returncode, grader.stdout + grader.stderr
 
 
 def test_calls_cross_with_their_types_and_the_metrics_come_from_the_grader(tmp_path):
-    res = _run(tmp_path, '''
+    code, out = _run(tmp_path, '''
         def strategy(history, weights):
             assert isinstance(history, list) and all(isinstance(h, tuple) for h in history), history
             assert weights == (1.5, 2)
             print("thinking hard")  # goes nowhere near the grader
             return 1 if len(history) % 2 else 0
     ''')
-    assert res.exit_code == 0 and res.calls == 5 and res.submission_error is None
-    assert json.loads(res.output.strip()) == {"validation": {"score": 2}, "test": {"score": 2}}
+    assert code == 0 and json.loads(out.strip()) == {"validation": {"score": 2}, "test": {"score": 2}}
 
 
 @pytest.mark.parametrize("attack", [
-    # write the metrics line straight to the process's stdout, then vanish
+    # write the metrics line to the process's stdout, then vanish
     'import os\ndef strategy(h, weights):\n    os.write(1, b\'{"validation": {"score": 1e300}, "test": {"score": 1e300}}\\n\')\n'
     '    os._exit(0)\n',
     # rewrite the caller's scoring through the main module
@@ -69,20 +75,20 @@ def test_calls_cross_with_their_types_and_the_metrics_come_from_the_grader(tmp_p
     '            os.write(fd, b\'{"result": 1e300}\\n\')\n        except OSError:\n            pass\n    return 1\n',
 ])
 def test_forged_scores_never_reach_the_metrics(tmp_path, attack):
-    res = _run(tmp_path, attack)
-    if res.exit_code == 0:
-        metrics = json.loads(res.output.strip().splitlines()[-1])
+    code, out = _run(tmp_path, attack, call_timeout_s=2)
+    if code == 0:
+        metrics = json.loads(out.strip().splitlines()[-1])
         assert 0 <= metrics["test"]["score"] <= 5
     else:
-        assert "submission rejected" in res.output  # the grader refused what the submission answered
+        assert "submission rejected" in out and "1e300" not in out.split("rejected", 1)[0]
 
 
 def test_a_submission_that_raises_hangs_or_breaks_is_its_own_error(tmp_path):
-    res = _run(tmp_path, "def strategy(h, weights):\n    raise ValueError('no idea')\n")
-    assert res.exit_code == 1 and "ValueError: no idea" in res.submission_error
-    res = _run(tmp_path, "import time\ndef strategy(h, weights):\n    time.sleep(60)\n", call_timeout_s=1)
-    assert res.exit_code == 1 and "did not answer within 1 s" in res.submission_error
-    res = _run(tmp_path, "raise SystemExit('bye')\n")
-    assert res.exit_code == 1 and res.submission_error.startswith("importing strategy.py raised")
-    res = _run(tmp_path, "def other():\n    pass\n")
-    assert res.exit_code == 1 and "defines no function strategy" in res.submission_error
+    code, out = _run(tmp_path, "def strategy(h, weights):\n    raise ValueError('no idea')\n")
+    assert code == 1 and "ValueError: no idea" in out
+    code, out = _run(tmp_path, "import time\ndef strategy(h, weights):\n    time.sleep(60)\n", call_timeout_s=1)
+    assert code == 1 and "did not answer within 1 s" in out
+    code, out = _run(tmp_path, "raise SystemExit('bye')\n")
+    assert code == 1 and "importing strategy.py raised" in out
+    code, out = _run(tmp_path, "def other():\n    pass\n")
+    assert code == 1 and "defines no function strategy" in out
