@@ -27,6 +27,11 @@ class ModelError(EngineError):
     """A model endpoint failed after retries, or answered with something unusable."""
 
 
+class ModelUnreachableError(ModelError):
+    """A model endpoint could not be connected to (not a timeout) on the last of its tries: a router fails over
+    to another server on it."""
+
+
 class BudgetExceededError(ModelError):
     """A cost or token budget is spent; the caller stops cleanly."""
 

@@ -33,7 +33,7 @@ from typing import Any
 import openai
 
 from engine.config import ModelConfig
-from engine.errors import ConfigError, ModelError
+from engine.errors import ConfigError, ModelError, ModelUnreachableError
 from engine.models.cache import ResponseCache, cache_key
 from engine.models.pricing import check_priced, cost_usd
 from engine.models.retry import MalformedReply, backoff_delay_s, classify, server_message
@@ -214,7 +214,7 @@ class OpenAIChatModel:
             raise ModelError(f"{where}: {failure.description}{hint}; not retried, fix the request or the config")
         attempts = retry_index + 1
         if retry_index >= self.cfg.max_retries:
-            raise ModelError(
+            raise (ModelUnreachableError if failure.unreachable else ModelError)(
                 f"{where}: gave up after {attempts} attempt{'s' if attempts != 1 else ''}; last error: "
                 f"{failure.description}; check the endpoint or raise model.max_retries"
             )

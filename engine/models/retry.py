@@ -25,6 +25,7 @@ class Failure:
     description: str
     status: int | None = None
     retry_after_s: float | None = None
+    unreachable: bool = False  # nothing answered at the address (connection refused, reset, DNS): not a timeout
 
 
 class MalformedReply(Exception):
@@ -90,7 +91,7 @@ def _classify(exc: BaseException) -> Failure:
     if isinstance(exc, openai.APITimeoutError):
         return Failure(True, "request timed out")
     if isinstance(exc, openai.APIConnectionError):
-        return Failure(True, f"connection error: {exc.message}")
+        return Failure(True, f"connection error: {exc.message}", unreachable=True)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         retry_after = parse_retry_after(dict(exc.response.headers))

@@ -35,7 +35,7 @@ from typing import Any
 import openai
 
 from engine.config import ModelConfig
-from engine.errors import ConfigError, ModelError
+from engine.errors import ConfigError, ModelError, ModelUnreachableError
 from engine.models.cache import ResponseCache
 from engine.models.openai_client import OpenAIChatModel
 from engine.protocols import ChatModel, Completion, Message, SamplingParams
@@ -70,7 +70,7 @@ def is_connection_failure(exc: BaseException) -> bool:
         seen.add(id(cur))
         if isinstance(cur, openai.APIConnectionError) and not isinstance(cur, openai.APITimeoutError):
             return True
-        if isinstance(cur, ConnectionError):
+        if isinstance(cur, (ConnectionError, ModelUnreachableError)):
             return True
         cur = cur.__cause__ or cur.__context__
     return False

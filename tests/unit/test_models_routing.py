@@ -153,6 +153,27 @@ def test_is_connection_failure_reads_the_cause_chain():
     assert not is_connection_failure(timeout) and not is_connection_failure(ModelError("429"))
 
 
+def test_a_client_that_reaches_nothing_says_unreachable_so_a_router_fails_over(monkeypatch):
+    from engine.errors import ModelUnreachableError
+    from engine.protocols import Message
+    from engine.serving.launch import free_port
+
+    monkeypatch.delenv("SYNTHSCALE_UNSET_KEY", raising=False)
+    dead = f"http://127.0.0.1:{free_port('127.0.0.1')}/v1"  # nothing listens there
+    cfg = ModelConfig(provider="openai", name="student", base_url=dead, api_key_env="SYNTHSCALE_UNSET_KEY", max_retries=1, unknown_price="zero",
+                      backoff_base_s=0.01, backoff_max_s=0.01)
+    client = OpenAIChatModel(cfg)
+    with pytest.raises(ModelUnreachableError, match="gave up after 2 attempts") as caught:
+        client.complete([Message(role="user", content="hi")], SamplingParams())
+    assert is_connection_failure(caught.value) and caught.value.__cause__ is None  # no SDK error chained
+    live = EchoServer("live")
+    router = RoutedChatModel({dead: client, "live": live})
+    params = SamplingParams(sample_key=SampleKey(episode_id=next(
+        e for e in EPISODES if rendezvous_order(e, [dead, "live"])[0] == dead), step=0))
+    assert router.complete([Message(role="user", content="hi")], params).text == "live"
+    assert router.up_servers() == ["live"]
+
+
 def test_router_rejects_bad_server_sets():
     with pytest.raises(ConfigError, match="at least one server"):
         RoutedChatModel({})
