@@ -8,11 +8,16 @@ grader's files are unreadable to that uid (a private sandbox), and the grader's 
 read from — is the grader's process's alone. So agent code can neither print the metrics nor reach the grader's
 functions, files or modules. The stand-in bounds each answer in time and size.
 
+The one piece of state the two processes share, as they would in one process, is the seed of the `random` module:
+the stand-in wraps the grader's `random.seed`, so that seeding there (a grader seeding each match, say) seeds the
+submission's `random` the same way (a reserved call, `__seed__`). A submission that draws from `random` after
+the grader seeded it then plays as it would have imported into the grader.
+
 Values cross as JSON, with tuples, dicts and numpy arrays tagged so that each side gets back what was sent. A call
 that fails on the agent's side (its exception, a malformed answer, no answer in time) raises `SubmissionError`
 in the grader, whose harness reports it as the submission's own error.
 
-Wire format: a call is `{"fn": name, "args": [...], "kwargs": {...}}`; an answer is `{"result": v}` or
+Wire format: a call is `{"fn": name, "args": [...], "kwargs": {...}}` (`fn` "__seed__": seed `random`); an answer is `{"result": v}` or
 `{"error": "text"}`; the server first says `{"ready": true}` or `{"error": "importing … raised …"}`.
 """
 
@@ -56,6 +61,7 @@ def _decode(value):
 _STAND_IN = '''"""Stand-in for the submitted {module}: each call goes to the agent's code, which runs in a process of its own."""
 import json
 import os
+import random
 import select
 import time
 {codec}
@@ -128,6 +134,18 @@ def _exchange(fn, args, kwargs):
         raise SubmissionError("the submission's answer was not a result")
     return _decode(reply["result"])
 
+
+_grader_seed = random.seed
+
+
+def _seed(a=None, version=2):
+    """random.seed in the grader's process, and the same seed for the submission's `random`."""
+    _grader_seed(a, version)
+    if a is None or isinstance(a, (int, float, str)):
+        _call("__seed__", (a, version), {{}})
+
+
+random.seed = _seed
 {functions}'''
 
 _FUNCTION = '''
@@ -146,6 +164,7 @@ _SERVER = '''"""Serves the calls of a grader to the functions of the submitted m
 import importlib.util
 import json
 import os
+import random
 import sys
 import traceback
 {codec}
@@ -184,6 +203,10 @@ say({{"ready": True}})
 for line in sys.stdin:
     try:
         call = json.loads(line)
+        if call["fn"] == "__seed__":  # the grader seeded its random module: the submission's gets the same seed
+            random.seed(*_decode(call["args"]))
+            say({{"result": None}})
+            continue
         if call["fn"] not in allowed and ("*" not in allowed or call["fn"].startswith("_")):
             raise RuntimeError(f"no function {{call['fn']}}")
         if not callable(getattr(module, call["fn"], None)):

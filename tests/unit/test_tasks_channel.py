@@ -32,7 +32,7 @@ print(json.dumps({"validation": {"score": total}, "test": {"score": total}}))
 '''
 
 
-def _run(tmp_path: Path, submission: str, call_timeout_s: float = 5.0) -> tuple[int, str]:
+def _run(tmp_path: Path, submission: str, call_timeout_s: float = 5.0, grader: str = GRADER) -> tuple[int, str]:
     g, a, ch = tmp_path / "grader", tmp_path / "agent", tmp_path / "channel"
     for d in (g, a, ch):
         d.mkdir(exist_ok=True)
@@ -40,7 +40,7 @@ def _run(tmp_path: Path, submission: str, call_timeout_s: float = 5.0) -> tuple[
         if not (ch / fifo).exists():
             os.mkfifo(ch / fifo)
     (g / "strategy.py").write_text(stand_in_source("strategy.py", ["strategy"], str(ch), call_timeout_s=call_timeout_s))
-    (g / "evaluate.py").write_text(GRADER)
+    (g / "evaluate.py").write_text(grader)
     (a / "strategy.py").write_text(textwrap.dedent(submission))
     (a / "server.py").write_text(server_source())
     agent = subprocess.Popen(f"exec {sys.executable} server.py strategy.py strategy < {ch}/calls > {ch}/answers",
@@ -62,6 +62,36 @@ def test_calls_cross_with_their_types_and_the_metrics_come_from_the_grader(tmp_p
             return 1 if len(history) % 2 else 0
     ''')
     assert code == 0 and json.loads(out.strip()) == {"validation": {"score": 2}, "test": {"score": 2}}
+
+
+SEEDING_GRADER = '''
+import json, random
+from strategy import strategy
+moves = []
+for match in range(3):
+    random.seed(1000 + match)  # seeds the submission's random too, as if it ran in this process
+    moves += [strategy() for _ in range(4)]
+print(json.dumps({"validation": {"score": moves}, "test": {"score": random.random()}}))
+'''
+
+
+def test_seeding_random_in_the_grader_seeds_the_submission_as_in_one_process(tmp_path):
+    import random
+
+    code, out = _run(tmp_path, '''
+        import random
+        def strategy():
+            return random.randrange(1000)
+    ''', grader=SEEDING_GRADER)
+    expected = []
+    for match in range(3):  # one process: the grader's seed is the strategy's
+        random.seed(1000 + match)
+        expected += [random.randrange(1000) for _ in range(4)]
+    assert code == 0, out
+    metrics = json.loads(out.strip())
+    assert metrics["validation"]["score"] == expected
+    random.seed(1002)
+    assert metrics["test"]["score"] == random.random()  # the grader's own stream is untouched by the calls
 
 
 @pytest.mark.parametrize("attack", [
