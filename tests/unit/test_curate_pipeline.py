@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import doctest
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from engine.curate import batch as batch_module
 from engine.curate import pipeline as pipeline_module
+from engine.curate.batch import packed_rows_table, rejects_of, samples_of_batch, write_shard_group
 from engine.curate.config import CurateConfig, StudentTokenizerConfig
+from engine.curate.conversation import Conversation
+from engine.curate.pack import packed_row
 from engine.curate.pipeline import curate
+from engine.curate.plan import plan_packing
+from engine.curate.shards import MESSAGES_SCHEMA, PACKED_SCHEMA, packed_table, read_shard
+from engine.curate.tokenize import TokenizedSample
 from engine.curate.tokenizer import load_student_tokenizer
 from engine.errors import ArtifactError, ConfigError
 from engine.records import TrajectoryRecord
@@ -84,4 +94,57 @@ def test_episode_keep_is_refused_before_any_work(student):
 
 def test_docstring_examples():
     result = doctest.testmod(pipeline_module)
+    assert result.failed == 0 and result.attempted > 0
+
+
+# --- the stage's batch functions (engine.curate.batch): the same samples and rows as the building blocks ---------
+
+def test_packed_rows_table_is_what_pack_builds():
+    lengths, rows = [3, 2, 4, 1, 5], [0, 0, 1, 3, 3]
+    samples = [TokenizedSample(f"s{i}", "e", "t", i, input_ids=list(range(10 * i, 10 * i + n)),
+                               loss_mask=[(i + j) % 2 for j in range(n)]) for i, n in enumerate(lengths)]
+    expected = packed_table([packed_row([s for s, r in zip(samples, rows) if r == row]) for row in sorted(set(rows))])
+    got = packed_rows_table(np.concatenate([s.input_ids for s in samples]),
+                            np.concatenate([s.loss_mask for s in samples]), np.array(lengths),
+                            [s.sample_id for s in samples], np.array(rows))
+    assert got.equals(expected)
+
+
+def test_sample_rows_and_written_shards_equal_the_building_blocks(student, tmp_path):
+    recs = [record("a", turns(2)), record("b", turns(3, observation="x")), record("c", turns(1), scores=())]
+    table = records_to_table(recs)
+    table = table.append_column("path", pa.array(["p0", "p1", "p2"]))
+    cfg = CurateConfig(pack_tokens=96, filters={"max_tokens_drop": 90, "max_tokens_truncate": 50})
+    rows = samples_of_batch(table, student, cfg, keep={("p0", "a"), ("p1", "b")})
+    samples = rows.filter(pc.equal(rows["kind"], "sample"))
+    expected = curate(recs[:2], student, cfg.model_copy(update={"filters": cfg.filters.model_copy(
+        update={"dedup": False})}))
+    assert samples.column("sample_id").to_pylist() == [s.sample_id for s in expected.samples]
+    assert samples.column("input_ids").to_pylist() == [s.input_ids for s in expected.samples]
+    assert samples.column("loss_mask").to_pylist() == [s.loss_mask for s in expected.samples]
+    assert samples.column("n_tokens").to_pylist() == [len(s.input_ids) for s in expected.samples]
+    assert [Conversation.model_validate_json(c) for c in samples.column("conversation").to_pylist()] \
+        == expected.conversations
+    assert rejects_of(rows) == {"no_turn_fits": 1}  # b/2: its one turn ends past 50 tokens
+    plan = plan_packing(samples.select(["sample_id", "episode_id", "step", "n_tokens", "hash"]), cfg, 1)
+    assert plan.rejects == {"duplicate": 1} and plan.shards == 2
+    for shard in range(plan.shards):  # the stage hands over rows as Python values: inferred types must do too
+        mine = samples.filter(pc.is_in(samples["sample_id"], pa.array(
+            [i for i, (s, _, _) in plan.assignment.items() if s == shard])))
+        for given in (mine, pa.Table.from_pylist(mine.to_pylist())):
+            write_shard_group(given, plan.assignment, str(tmp_path), shard)
+            by_row: dict[int, list] = {}
+            for s in expected.samples:  # b/0 repeats a/0: the plan dropped it
+                if plan.assignment.get(s.sample_id, (None,))[0] == shard:
+                    by_row.setdefault(plan.assignment[s.sample_id][1], []).append(s)
+            packed = [packed_row(sorted(by_row[r], key=lambda s: plan.assignment[s.sample_id][2]))
+                      for r in sorted(by_row)]
+            assert read_shard(tmp_path / "shards" / f"part-{shard:05d}.parquet", PACKED_SCHEMA).equals(
+                packed_table(packed).cast(PACKED_SCHEMA))
+            messages = read_shard(tmp_path / "messages" / f"part-{shard:05d}.parquet", MESSAGES_SCHEMA)
+            assert messages.column("sample_id").to_pylist() == [i for row in packed for i in row.sample_ids]
+
+
+def test_batch_docstring_examples():
+    result = doctest.testmod(batch_module)
     assert result.failed == 0 and result.attempted > 0
