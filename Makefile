@@ -37,7 +37,8 @@ demo: setup system-deps tokenizer
 	$(SYNTHSCALE) rollout --task examples/tasks -n 2 --run runs/demo --no-progress
 	$(SYNTHSCALE) status runs/demo
 	$(SYNTHSCALE) traj show runs/demo
-	$(SYNTHSCALE) curate --run runs/demo
+	$(SYNTHSCALE) curate --run runs/demo --config examples/demo.yaml
+	$(SYNTHSCALE) train --run runs/demo --config examples/demo.yaml
 
 test-unit: setup
 	$(PY) -m pytest tests/unit -q

@@ -131,3 +131,6 @@ class RayServerLauncher:
         if servers:
             stop_model_servers(servers)
 
+    def gpus(self) -> float:
+        return float(ray.cluster_resources().get("GPU", 0))
+

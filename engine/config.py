@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from engine.curate.config import CurateConfig
 from engine.errors import ConfigError
 from engine.serving.launch import ServeConfig
+from engine.train.config import TRAIN_OPERATIONAL, TrainConfig
 
 
 class _Config(BaseModel):
@@ -242,19 +243,34 @@ class EvalMethod(_Config):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Row label in every table (not 'baseline').")
     model: ModelConfig | None = Field(None, description="An endpoint (API teacher, running server) or the heuristic.")
     serve: ServeConfig | None = Field(None, description="Serve this checkpoint (ModelServer) for the stage.")
+    checkpoint: str | None = Field(
+        None, min_length=1, description="A Hugging Face checkpoint (`RUN/train/final/`, a Hub id) served with the "
+                                        "defaults: one GPU per server with vLLM where the cluster has GPUs, else "
+                                        "`transformers serve` on CPU. Set `serve` instead for other settings.")
     servers: int = Field(1, gt=0, description="Servers started for `serve` (episodes are routed sticky).")
     client: ModelConfig | None = Field(
         None, description="Client settings for the served model (sampling, retries); base_url and name are filled in.")
 
     @model_validator(mode="after")
     def _check(self) -> EvalMethod:
-        if (self.model is None) == (self.serve is None):
-            raise ConfigError(f"eval.methods[{self.name}]: set exactly one of `model` (an endpoint) or `serve` "
-                              "(a checkpoint to serve)")
-        if self.client is not None and self.serve is None:
+        if sum(x is not None for x in (self.model, self.serve, self.checkpoint)) != 1:
+            raise ConfigError(f"eval.methods[{self.name}]: set exactly one of `model` (an endpoint), `checkpoint` "
+                              "(a checkpoint's path, served with the defaults) or `serve` (a checkpoint and how to "
+                              "serve it)")
+        if self.client is not None and self.serve is None and self.checkpoint is None:
             raise ConfigError(f"eval.methods[{self.name}]: `client` applies to served models; put its settings "
                               "in `model`")
         return self
+
+    def serve_config(self, gpus_available: float) -> ServeConfig:
+        """How this served method is served: `serve`, or the defaults for `checkpoint` on a cluster with
+        `gpus_available` GPUs."""
+        if self.serve is not None:
+            return self.serve
+        if self.checkpoint is None:
+            raise ConfigError(f"eval.methods[{self.name}] is an endpoint (`model`); nothing to serve")
+        return ServeConfig(model=self.checkpoint, gpus_per_server=1.0 if gpus_available >= 1 else 0.0,
+                           cpus_per_server=1.0)
 
 
 class EvalConfig(_Config):
@@ -296,6 +312,7 @@ class RunConfig(_Config):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def stage_inputs(self, stage: str) -> dict:
@@ -316,11 +333,13 @@ class RunConfig(_Config):
             return {**shared, "model": _model_inputs(self.model), "seed": self.episodes.seed}
         if stage == "curate":  # the stage adds the tokenizer's content hash and the trajectories it reads
             return {"curate": self.curate.model_dump(mode="json", exclude=_CURATE_OPERATIONAL)}
+        if stage == "train":  # the stage adds the curated data's config hash and the tokenizer's content hash
+            return {"train": self.train.model_dump(mode="json", exclude=TRAIN_OPERATIONAL)}
         if stage == "eval":
             methods = [{**m.model_dump(mode="json", exclude={"model", "client", "servers"}),
                         "model": _model_inputs(m.model), "client": _model_inputs(m.client)} for m in self.eval.methods]
             return {**shared, "eval": {**self.eval.model_dump(mode="json", exclude=_EVAL_TARGETS), "methods": methods}}
-        raise ConfigError(f"stage {stage!r} has no resume key; known stages: synth, rollouts, curate, eval")
+        raise ConfigError(f"stage {stage!r} has no resume key; known stages: synth, rollouts, curate, train, eval")
 
     def stage_hash(self, stage: str) -> str:
         """Stable hash of `stage_inputs(stage)`: a stage refuses to resume into a directory written under another."""

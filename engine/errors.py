@@ -70,3 +70,7 @@ class DatasetRejectedError(EngineError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class TrainingError(EngineError):
+    """Training failed past its restarts (the workers' errors are in the message)."""

@@ -201,3 +201,7 @@ class ServerLauncher(Protocol):
         """Stop every server this launcher started."""
         ...
 
+    def gpus(self) -> float:
+        """GPUs the servers could use (the cluster's, or this machine's)."""
+        ...
+

@@ -97,6 +97,16 @@ def run_curate_stage(cfg: RunConfig, *, address: str | None = None, in_process: 
     return run_curate(cfg, lambda student: RayDataExecutor(), start_over=start_over)
 
 
+def run_train_stage(cfg: RunConfig, *, address: str | None = None, start_over: bool = False):
+    """The SFT stage of `cfg` (`RUN/curate/` → `RUN/train/`) with Ray Train + DeepSpeed on the cluster at `address`
+    (None: a local Ray instance). Returns a `TrainedStudent` handle (`final_dir`, `metrics()`, `load()`)."""
+    from actors.train import RayTrainLauncher
+    from engine.train.stage import run_train
+
+    connect_ray(address)
+    return run_train(cfg, RayTrainLauncher(), start_over=start_over)
+
+
 def run_synth_stage(cfg: RunConfig, *, start_over: bool = False, ray_address: str | None = None) -> Manifest:
     """The synthesis stage, in this process (threads) or fanned out on a Ray cluster (`ray_address`)."""
     from engine.models.ratelimit import RateLimiter

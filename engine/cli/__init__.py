@@ -1,5 +1,5 @@
 """The `synthscale` command line. One module per group of commands, each adding itself to `app`:
-`episodes` (episode, run, config, serve-heuristic), `synth`, `rollout`, `curate`, `evaluate` (eval, aup, eval-report),
+`episodes` (episode, run, config, serve-heuristic), `synth`, `rollout`, `curate`, `train`, `evaluate` (eval, aup, eval-report),
 `ops` (submit, status, cancel, reap), `tasks` (task check, task import-mlgym) and `traj` (traj show, import-traj)."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at IN
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-from engine.cli import curate, episodes, evaluate, ops, rollout, synth, tasks, traj  # noqa: E402
+from engine.cli import curate, episodes, evaluate, ops, rollout, synth, tasks, traj, train  # noqa: E402
 
-for _module in (episodes, synth, rollout, curate, evaluate, ops, tasks, traj):
+for _module in (episodes, synth, rollout, curate, train, evaluate, ops, tasks, traj):
     _module.register(app)
 
 

@@ -12,6 +12,7 @@ import typer
 
 from engine.artifacts import run_path
 from engine.cli.common import confirm_start_over, fail, overrides, resolve_config
+from engine.config import RunConfig
 from engine.errors import ConfigError, EngineError
 
 
@@ -94,6 +95,11 @@ def eval_command(
     in_process: bool = typer.Option(False, "--in-process", help="No Ray: rollout workers and model servers on "
                                                                  "this machine."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Runs per task (eval.runs_per_task)."),
+    checkpoint: Optional[list[str]] = typer.Option(
+        None, "--checkpoint", help="NAME=PATH: add a method served from a Hugging Face checkpoint (repeatable)."),
+    students: Optional[str] = typer.Option(
+        None, "--students", help="A run dir whose `synthscale train` finished: add its base student and SFT student "
+                                 "(methods base-student and sft-student)."),
     start_over: bool = typer.Option(False, "--start-over", help="Delete what an earlier config wrote in RUN/eval."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask before --start-over deletes."),
 ) -> None:
@@ -104,6 +110,11 @@ def eval_command(
         cfg = resolve_config(config, overrides(run=run))
         if runs is not None:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"runs_per_task": runs})})
+        added = [_checkpoint_method(c) for c in checkpoint or []] + (_student_methods(students) if students else [])
+        if added:
+            cfg = RunConfig.model_validate({**cfg.model_dump(), "eval": {
+                **cfg.eval.model_dump(), "methods": [*cfg.eval.model_dump()["methods"],
+                                                      *[m.model_dump() for m in added]]}})
         if start_over:
             confirm_start_over(cfg.run_dir, ["eval"], yes)
         manifest, report = run_eval_stage(cfg, address=address, in_process=in_process, start_over=start_over)
@@ -114,6 +125,26 @@ def eval_command(
     typer.echo(report.aup.to_string())
     for change in report.relative:
         typer.echo(change.describe())
+
+
+def _checkpoint_method(spec: str):
+    from engine.config import EvalMethod
+
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ConfigError(f"--checkpoint {spec!r}: give NAME=PATH (a method name, then a Hugging Face checkpoint "
+                          "folder or Hub id), e.g. --checkpoint sft=runs/r1/train/final")
+    return EvalMethod(name=name, checkpoint=path)
+
+
+def _student_methods(run_dir: str) -> list:
+    from engine.train.stage import completed
+
+    student = completed(RunConfig(run_dir=run_dir))
+    if student is None:
+        raise ConfigError(f"--students {run_dir}: {run_path(run_dir, 'train')}/ has no manifest (training not run or "
+                          "not finished); run `synthscale train --run …` first")
+    return student.eval_methods()
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from engine.records import Manifest
 from engine.rollout.plan import TaskRef
 from engine.rollout.stage import PoolFactory, RolloutStage
 from engine.rollout.worker import TaskCache
+from engine.serving.launch import ServeConfig
 from engine.tasks.folder import load_tasks
 from engine.tasks.spec import TaskSpec
 from engine.trajectories.store import read_trajectories
@@ -80,12 +81,10 @@ def method_run_config(cfg: RunConfig, method: EvalMethod, tasks: list[TaskRef], 
     })
 
 
-def served_model(method: EvalMethod, base_url: str) -> ModelConfig:
+def served_model(method: EvalMethod, serve: ServeConfig, base_url: str) -> ModelConfig:
     """The client settings of a served method, pointed at one of its servers."""
-    assert method.serve is not None
-    base = method.client or ModelConfig(provider="openai", name=method.serve.name, unknown_price="zero",
-                                        max_retries=2)
-    return base.model_copy(update={"provider": "openai", "name": method.serve.name, "base_url": base_url})
+    base = method.client or ModelConfig(provider="openai", name=serve.name, unknown_price="zero", max_retries=2)
+    return base.model_copy(update={"provider": "openai", "name": serve.name, "base_url": base_url})
 
 
 def run_method(cfg: RunConfig, method: EvalMethod, tasks: list[TaskRef], *, make_pool: PoolFactory,
@@ -95,10 +94,10 @@ def run_method(cfg: RunConfig, method: EvalMethod, tasks: list[TaskRef], *, make
         mcfg = method_run_config(cfg, method, tasks, method.model)
         manifest = RolloutStage(mcfg, tasks, make_pool(mcfg, tasks, None)).run(start_over=start_over)
     else:
-        assert method.serve is not None
+        serve = method.serve_config(servers.gpus())
         try:
-            urls = servers.start(method.serve, method.servers)
-            model = served_model(method, urls[0])
+            urls = servers.start(serve, method.servers)
+            model = served_model(method, serve, urls[0])
             mcfg = method_run_config(cfg, method, tasks, model)
             pool = make_pool(mcfg, tasks, RoutedModelFactory(model, urls))
             manifest = RolloutStage(mcfg, tasks, pool).run(start_over=start_over)

@@ -344,3 +344,6 @@ class LocalServerLauncher:
         servers, self.servers = self.servers, []
         for server in servers:
             server.stop()
+
+    def gpus(self) -> float:
+        return float(len(self.gpu_ids))

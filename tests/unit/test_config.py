@@ -145,3 +145,16 @@ def test_non_finite_floats_are_refused_in_code_too() -> None:
     with pytest.raises(ValidationError, match="finite number"):
         cfg.rollout.episode_timeout_s = float("nan")
     assert RunConfig().rollout.episode_timeout_s == 4 * 3600.0
+
+
+def test_a_checkpoint_method_needs_nothing_but_its_path():
+    from engine.config import EvalMethod
+
+    method = EvalMethod(name="sft", checkpoint="runs/r/train/final")
+    on_cpu, on_gpu = method.serve_config(0), method.serve_config(8)
+    assert on_cpu.model == on_gpu.model == "runs/r/train/final"
+    assert (on_cpu.gpus_per_server, on_gpu.gpus_per_server) == (0.0, 1.0) and on_cpu.backend == "auto"
+    with pytest.raises(ConfigError, match=r"eval.methods\[sft\]: set exactly one of `model`"):
+        EvalMethod(name="sft", checkpoint="x", model={"provider": "heuristic"})
+    with pytest.raises(ConfigError, match="nothing to serve"):
+        EvalMethod(name="h", model={"provider": "heuristic"}).serve_config(0)
