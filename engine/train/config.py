@@ -85,6 +85,7 @@ class TrainConfig(_Config):
     max_failures: int = Field(3, ge=-1, description="Restarts from the last checkpoint after a worker dies (-1: "
                                                     "no limit).")
     report_to: list[Literal["wandb", "mlflow"]] = Field(default_factory=list)
+    progress: bool = Field(True, description="A progress bar on the driver (steps, loss, lr, tokens/s).")
     peak_tflops: float | None = Field(None, gt=0, description="The GPU's dense bf16 peak for MFU; default from its "
                                                               "name (H100/H200 989, A100 312).")
 
@@ -101,5 +102,5 @@ class TrainConfig(_Config):
 
 TRAIN_OPERATIONAL = {"use_gpu": True, "cpus_per_worker": True, "gpus_per_worker": True, "resources_per_worker": True,
                      "checkpoint_every": True, "keep_checkpoints": True, "max_failures": True, "report_to": True,
-                     "peak_tflops": True}
+                     "peak_tflops": True, "progress": True}
 """Settings that never change what training computes (the stage's resume key leaves them out)."""

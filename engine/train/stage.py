@@ -20,6 +20,7 @@ from engine.records import Manifest
 from engine.train.loop import LoopSpec
 from engine.train.config import TINY
 from engine.train.metrics import read_metrics
+from engine.train.progress import TrainProgress
 from engine.train.schedule import StepPlan
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,8 @@ def run_train(cfg: RunConfig, launcher: TrainLauncher, *, start_over: bool = Fal
         _save_base(cfg, student.tokenizer, run_path(out_dir, BASE))
     fs, _ = resolve(cfg.run_dir)
     storage = cfg.run_dir if is_object_store(fs) else os.path.abspath(cfg.run_dir)
-    checkpoint = launcher.fit(spec, shards, storage)
+    with TrainProgress(spec.metrics_path, plan.total_steps, enabled=cfg.train.progress):
+        checkpoint = launcher.fit(spec, shards, storage)
     with checkpoint.as_directory() as d:
         _export(d, run_path(out_dir, FINAL), student.tokenizer, cfg)
     metrics = read_metrics(run_path(out_dir, "metrics.jsonl"))

@@ -44,7 +44,7 @@ def _cfg(run: Path, **train) -> RunConfig:
         "run_id": run.name, "run_dir": str(run),
         "train": {"workers": 2, "cpus_per_worker": 0.5, "zero_stage": 3, "epochs": 4, "gradient_accumulation": 2,
                   "learning_rate": 1e-2, "warmup_ratio": 0.1, "checkpoint_every": 4, "shuffle_rows": False,
-                  "max_failures": 2, **train},
+                  "max_failures": 2, "progress": False, **train},
     })
 
 

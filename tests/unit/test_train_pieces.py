@@ -128,3 +128,29 @@ def test_synthetic_curated_data_is_what_the_stage_reads(tmp_path):
     manifest = write_curated(str(run), synthetic_samples(20), pack_tokens=128, rows_per_shard=2)
     got, paths = curated_shards(RunConfig(run_dir=str(run)))
     assert got == manifest and len(paths) == manifest.counts["shards"] >= 2
+
+
+def test_the_progress_bar_follows_the_metrics_file(tmp_path):
+    from engine.train.progress import TrainProgress
+
+    path = str(tmp_path / "metrics.jsonl")
+    with TrainProgress(path, 10, every_s=3600) as progress:
+        progress.update()  # no file yet
+        assert progress.bar.n == 0
+        log = MetricsLog(path, 0, flush_s=0)
+        log.write({"step": 3, "loss": 2.5, "lr": 1e-4, "supervised_tokens_per_s": 100.0})
+        progress.update()
+        assert progress.bar.n == 3 and "2.5000" in str(progress.bar.postfix)
+
+
+def test_a_named_architecture_builds_with_random_weights_and_a_short_vocabulary_is_refused(tmp_path):
+    from engine.train.config import StudentModelConfig
+    from engine.train.student import load_student, tiny_qwen3_config
+
+    tiny_qwen3_config(320).save_pretrained(tmp_path)
+    model = load_student(StudentModelConfig(model=str(tmp_path), random_init=True), 300, on_gpu=False)
+    assert model.get_input_embeddings().num_embeddings == 320 and model.config.model_type == "qwen3"
+    with pytest.raises(ConfigError, match="fewer than the student tokenizer's 400 tokens"):
+        load_student(StudentModelConfig(model=str(tmp_path), random_init=True), 400, on_gpu=False)
+    with pytest.raises(ConfigError, match="cannot load it"):
+        load_student(StudentModelConfig(model=str(tmp_path / "missing")), 300, on_gpu=False)
