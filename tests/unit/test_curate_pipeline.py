@@ -12,27 +12,18 @@ import pytest
 from engine.curate import batch as batch_module
 from engine.curate import pipeline as pipeline_module
 from engine.curate.batch import packed_rows_table, rejects_of, samples_of_batch, write_shard_group
-from engine.curate.config import CurateConfig, StudentTokenizerConfig
+from engine.curate.config import CurateConfig
 from engine.curate.conversation import Conversation
 from engine.curate.pack import packed_row
 from engine.curate.pipeline import curate
 from engine.curate.plan import plan_packing
 from engine.curate.shards import MESSAGES_SCHEMA, PACKED_SCHEMA, packed_table, read_shard
 from engine.curate.tokenize import TokenizedSample
-from engine.curate.tokenizer import load_student_tokenizer
-from engine.errors import ArtifactError, ConfigError
+from engine.errors import ConfigError
 from engine.records import TrajectoryRecord
 from engine.trajectories.store import records_to_table
 
 SCORE = {"step": 1, "kind": "submit", "validation": {"m": 1.0}, "test": {"m": 1.0}, "metric": "m", "direction": "max"}
-
-
-@pytest.fixture(scope="module")
-def student():
-    try:
-        return load_student_tokenizer(StudentTokenizerConfig())
-    except ArtifactError as e:
-        pytest.skip(f"offline Qwen3 tokenizer absent ({e})")
 
 
 def turns(n: int, observation: str = "o") -> list[dict]:

