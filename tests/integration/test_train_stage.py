@@ -164,7 +164,7 @@ def test_the_exported_checkpoint_loads_with_transformers_and_generates(zero3):
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap (bwrap) is not installed")
-def test_the_eval_stage_scores_the_sft_student_named_by_its_path(zero3, tmp_path):
+def test_the_eval_stage_scores_the_base_and_sft_students_named_by_their_paths(zero3, tmp_path):
     pytest.importorskip("fastapi")
     from engine.evaluate.report import read_scores
     from engine.runner import run_eval_stage
@@ -175,10 +175,11 @@ def test_the_eval_stage_scores_the_sft_student_named_by_its_path(zero3, tmp_path
         "run_id": "ev", "run_dir": str(tmp_path / "ev"), "agent": {"max_steps": 2},
         "rollout": {"progress": False, "cpu_workers": 1, "episodes_per_cpu_worker": 1, "lease_size": 1},
         "eval": {"tasks": [str(ROOT / "examples" / "tasks" / "wine-classification")], "runs_per_task": 1,
-                 "bootstrap_resamples": 20, "methods": [{"name": "sft-student", "checkpoint": zero3.final_dir,
-                                                         "client": client}]},
+                 "bootstrap_resamples": 20,
+                 "methods": [{**m.model_dump(exclude_none=True), "client": client} for m in zero3.eval_methods()]},
     })
+    assert [m.checkpoint for m in cfg.eval.methods] == [str(Path(zero3.out_dir) / "base"), zero3.final_dir]
     manifest, report = run_eval_stage(cfg)
     runs = read_scores(str(tmp_path / "ev" / "eval"))
-    assert manifest.counts["runs"] == 1 and runs["method"].tolist() == ["sft-student"]
-    assert "sft-student" in report.aup.index and "baseline" in report.aup.index
+    assert manifest.counts["runs"] == 2 and sorted(runs["method"]) == ["base-student", "sft-student"]
+    assert {"baseline", "base-student", "sft-student"} <= set(report.aup.index)
