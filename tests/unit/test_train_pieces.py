@@ -154,3 +154,33 @@ def test_a_named_architecture_builds_with_random_weights_and_a_short_vocabulary_
         load_student(StudentModelConfig(model=str(tmp_path), random_init=True), 400, on_gpu=False)
     with pytest.raises(ConfigError, match="cannot load it"):
         load_student(StudentModelConfig(model=str(tmp_path / "missing")), 300, on_gpu=False)
+
+
+def test_wandb_offline_and_mlflow_receive_every_step(tmp_path, monkeypatch):
+    """Runs where W&B and MLflow are installed (they are not dependencies: `pip install wandb mlflow-skinny`)."""
+    pytest.importorskip("wandb")
+    mlflow = pytest.importorskip("mlflow")
+    from engine.train.metrics import Trackers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/mlruns")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    trackers = Trackers(["wandb", "mlflow"], "unit", {"learning_rate": 1e-3})
+    for step in (1, 2, 3):
+        trackers.log({"step": step, "loss": 1.0 / step, "checkpoint": True})
+    trackers.close()
+    run = mlflow.search_runs(experiment_names=["synthscale"]).iloc[0]
+    history = mlflow.tracking.MlflowClient().get_metric_history(run["run_id"], "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 0.5), (3, 1 / 3)]
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_a_tracker_that_is_not_installed_is_named(monkeypatch):
+    import sys
+
+    from engine.train.metrics import Trackers
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb raises ImportError
+    with pytest.raises(ConfigError, match="train.report_to names 'wandb', which is not installed"):
+        Trackers(["wandb"], "x", {})
