@@ -26,6 +26,9 @@ from __future__ import annotations
 CHANNEL_DIR = "/tmp/synthscale-channel"
 MAX_LINE_BYTES = 1 << 20  # one answer
 CALL_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 120.0
+"""How long the submission's process may take to start (an interpreter, then the agent's module and what it
+imports: numpy, torch…), on a machine that may be busy; each call then gets `CALL_TIMEOUT_S`."""
 
 _CODEC = r'''
 def _encode(value):
@@ -72,6 +75,7 @@ class SubmissionError(Exception):
 
 _DIR = {channel_dir!r}
 _TIMEOUT_S = {call_timeout_s!r}
+_READY_TIMEOUT_S = {ready_timeout_s!r}
 _MAX_BYTES = {max_bytes!r}
 _pipes = []
 _pending = [b""]
@@ -85,12 +89,12 @@ def _open():
     return _pipes
 
 
-def _answer(fd):
-    deadline = time.monotonic() + _TIMEOUT_S
+def _answer(fd, timeout_s=_TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
     while b"\\n" not in _pending[0]:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([fd], [], [], left)[0]:
-            raise SubmissionError(f"the submission did not answer within {{_TIMEOUT_S:g}} s")
+            raise SubmissionError(f"the submission did not answer within {{timeout_s:g}} s")
         try:
             _pending[0] += os.read(fd, 65536)
         except BlockingIOError:
@@ -120,7 +124,7 @@ def _call(fn, args, kwargs):
 def _exchange(fn, args, kwargs):
     calls, answers = _open()
     if not hasattr(_call, "ready"):
-        ready = _answer(answers)
+        ready = _answer(answers, _READY_TIMEOUT_S)
         if "error" in ready:
             raise SubmissionError(str(ready["error"]))
         _call.ready = True
@@ -224,7 +228,8 @@ def stand_in_source(module_file: str, functions: list[str] | None = None, channe
     name the grader asks for."""
     body = _ANY_FUNCTION if functions is None else "".join(_FUNCTION.format(name=f) for f in functions)
     return _STAND_IN.format(module=module_file, codec=_CODEC, channel_dir=channel_dir, functions=body,
-                            call_timeout_s=call_timeout_s, max_bytes=MAX_LINE_BYTES)
+                            call_timeout_s=call_timeout_s, ready_timeout_s=READY_TIMEOUT_S,
+                            max_bytes=MAX_LINE_BYTES)
 
 
 def server_source() -> str:

@@ -34,7 +34,7 @@ def export_checkpoint(checkpoint_dir: str, out_dir: str, tokenizer: Any, *, dtyp
                             "training from a clean RUN/train/")
     if tied:
         model.tie_weights()
-    target = {"auto": getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32,
+    target = {"auto": getattr(config, "dtype", None) or torch.float32,
               "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     if isinstance(target, str):
         target = getattr(torch, target)

@@ -177,7 +177,6 @@ def train(session: TrainSession, spec: LoopSpec) -> TrainState:
     return state
 
 
-
 def step_metrics(state: TrainState, spec: LoopSpec, *, loss: float, lr: float, seconds: float, tokens: int,
                  supervised: int, grad_norm: Any, world_size: int, flops: float = 0.0, peak: float = 0.0) -> dict:
     """One step's metrics (the same on every rank: every figure is global)."""

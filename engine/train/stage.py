@@ -132,14 +132,15 @@ def run_train(cfg: RunConfig, launcher: TrainLauncher, *, start_over: bool = Fal
     write_config(out_dir, cfg)
     plan = step_plan(cfg, curated.counts.get("rows", 0))
     samples = max(1, curated.counts.get("samples", 1))
-    spec = LoopSpec(cfg.train, plan, vocab_size=len(student.tokenizer), metrics_path=run_path(out_dir, "metrics.jsonl"),
+    fs, _ = resolve(cfg.run_dir)
+    where = cfg.run_dir if is_object_store(fs) else os.path.abspath(cfg.run_dir)  # workers run in other folders
+    spec = LoopSpec(cfg.train, plan, vocab_size=len(student.tokenizer),
+                    metrics_path=run_path(where, "train", "metrics.jsonl"),
                     run_name=cfg.run_id, mean_sample_tokens=max(1, curated.counts.get("tokens", 0) // samples))
     if cfg.train.student.model == TINY:
         _save_base(cfg, student.tokenizer, run_path(out_dir, BASE))
-    fs, _ = resolve(cfg.run_dir)
-    storage = cfg.run_dir if is_object_store(fs) else os.path.abspath(cfg.run_dir)
     with TrainProgress(spec.metrics_path, plan.total_steps, enabled=cfg.train.progress):
-        checkpoint = launcher.fit(spec, shards, storage)
+        checkpoint = launcher.fit(spec, shards, where)
     with checkpoint.as_directory() as d:
         _export(d, run_path(out_dir, FINAL), student.tokenizer, cfg)
     metrics = read_metrics(run_path(out_dir, "metrics.jsonl"))

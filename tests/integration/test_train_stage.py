@@ -74,15 +74,16 @@ def test_zero3_overfits_and_ends_where_the_plan_says(zero3):
     assert len(checkpoints) == 2  # at steps 4, 8 and 12; keep_checkpoints (2) keeps the newest two
 
 
-def test_zero2_zero3_and_a_plain_loop_agree_step_by_step(zero3, tmp_path):
+def test_zero2_zero3_and_a_plain_loop_agree_step_by_step(zero3, tmp_path, monkeypatch):
     from engine.curate.stage import CuratedData
     from engine.curate.tokenizer import load_student_tokenizer
     from engine.train.reference import train_reference
     from engine.train.stage import step_plan
 
-    z2 = run_train_stage(_cfg(_curated(tmp_path / "z2"), zero_stage=2))
-    cfg = _cfg(tmp_path / "z2")
-    rows = CuratedData(str(tmp_path / "z2" / "curate"), None).to_arrow().to_pylist()
+    monkeypatch.chdir(tmp_path)  # a relative run dir, as `synthscale train --run runs/x` gives: workers run elsewhere
+    z2 = run_train_stage(_cfg(_curated(Path("z2")), zero_stage=2))
+    cfg = _cfg(Path("z2"))
+    rows = CuratedData("z2/curate", None).to_arrow().to_pylist()
     plain = train_reference(rows, cfg.train, step_plan(cfg, len(rows)),
                             len(load_student_tokenizer(cfg.curate.student).tokenizer))
     plain_losses = [m["loss"] for m in plain]
@@ -106,8 +107,11 @@ def _when_step(metrics_path: Path, step: int, action, timeout_s: float = 600) ->
 
 
 def _kill_a_worker() -> None:
-    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-    assert workers, "no Ray Train worker process found"
+    """SIGKILL one Ray Train worker of this module's Ray instance (its raylet names the session's sockets)."""
+    session = ray._private.worker._global_node.get_session_dir_path()
+    workers = [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+               and any(session in a for a in p.parent().cmdline())]
+    assert workers, "no Ray Train worker process of this Ray instance found"
     workers[-1].send_signal(signal.SIGKILL)
 
 
