@@ -9,7 +9,11 @@ sandbox's overhead, not pandas' import), the first grading (which starts the gra
 warm ones. Writes benchmarks/results/agent_step.json (per runtime, plus `reset_over_start` by runtime) and
 prints one summary line. Goals: < 5 ms engine time per step on top of the runtime's exec cost; reset() of a
 reused sandbox at most half the time of a fresh start.
-Run: `.venv/bin/python benchmarks/agent_step.py [--runtimes local,docker] [--steps 64] [--repeats 5] [--gradings 10]`.
+Also, per runtime, the time per command of one command list run as plain `bash -c` subprocesses on the host, through
+the sandbox's persistent shell (`sandbox.shell().run`) and through `sandbox.exec`, and the ratios to the plain
+subprocess (goal: shell <= 1.5x plain).
+Run: `.venv/bin/python benchmarks/agent_step.py [--runtimes local,docker] [--steps 64] [--repeats 5] [--gradings 10]
+[--shell-only --out benchmarks/results/agent_step_shell.json]`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import csv
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -185,6 +190,43 @@ def bench_ops(runtime_name: str, repeats: int) -> dict:
                 "copy_out_ms_median": _median_ms(lambda: sb.copy_out("baseline.py", Path(tmp) / "b.py"), n)}
 
 
+SHELL_COMMANDS = ["ls", "cat baseline.py | head -20", "grep -n def baseline.py || true", "cd data && ls; cd ..",
+                  "export X=1; echo $X $HOME", "wc -l baseline.py", "true", "echo done"]
+
+
+def _per_step_ms(run_one, repeats: int) -> float:
+    """Median over `repeats` passes of the time per command of SHELL_COMMANDS run one after another."""
+    for command in SHELL_COMMANDS:  # warm up
+        run_one(command)
+    passes = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for command in SHELL_COMMANDS:
+            run_one(command)
+        passes.append((time.perf_counter() - t0) / len(SHELL_COMMANDS))
+    return statistics.median(passes) * 1000
+
+
+def bench_shell(runtime_name: str, repeats: int) -> dict:
+    """The same command list per step: a plain `bash -c` subprocess on the host (in a copy of the workspace), the
+    sandbox's persistent shell (`sandbox.shell().run`), and the old path (`sandbox.exec`, a process per command)."""
+    task = load_task(TASK)
+    runtime = make_runtime(SandboxConfig(runtime=runtime_name), run_id="bench")
+    spec = SandboxSpec(workspace=task.workspace_dir, labels={"run_id": "bench", "task_id": task.id})
+    n = 4 * repeats
+    with runtime.start(spec) as sb, tempfile.TemporaryDirectory(prefix="synthscale-bench-") as tmp:
+        host_ws = Path(tmp) / "ws"
+        shutil.copytree(task.workspace_dir, host_ws)
+        plain_ms = _per_step_ms(lambda c: subprocess.run(["bash", "-c", c], cwd=host_ws, capture_output=True,
+                                                         timeout=25), n)
+        exec_ms = _per_step_ms(lambda c: sb.exec(c, timeout_s=25), n)
+        shell = sb.shell(functions=["open"])
+        shell_ms = _per_step_ms(lambda c: shell.run(c, timeout_s=25), n)
+        shell.close()
+    return {"plain_subprocess_ms_per_step": plain_ms, "shell_ms_per_step": shell_ms, "exec_ms_per_step": exec_ms,
+            "shell_over_plain": shell_ms / plain_ms, "exec_over_plain": exec_ms / plain_ms}
+
+
 def tiny_task(dest: Path) -> Path:
     """The wine task with its answer in the workspace and a standard-library grader (no pandas import)."""
     root = dest / "tiny-wine"
@@ -221,11 +263,24 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gradings", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "agent_step.json"))
+    ap.add_argument("--shell-only", action="store_true",
+                    help="Only the shell comparison (plain subprocess, shell session, exec), with its own summary.")
     args = ap.parse_args()
     results: dict = {}
     for name in args.runtimes.split(","):
-        results[name] = {**bench_steps(name, args.steps), **bench_ops(name, args.repeats),
-                         **bench_reset(name, args.repeats), **bench_grading(name, args.gradings)}
+        results[name] = bench_shell(name, args.repeats)
+        if not args.shell_only:
+            results[name].update({**bench_steps(name, args.steps), **bench_ops(name, args.repeats),
+                                  **bench_reset(name, args.repeats), **bench_grading(name, args.gradings)})
+    shell = "; ".join(
+        f"{k}: plain {v['plain_subprocess_ms_per_step']:.2f} ms/step, shell {v['shell_ms_per_step']:.2f} "
+        f"({v['shell_over_plain']:.2f}x), exec {v['exec_ms_per_step']:.2f} ({v['exec_over_plain']:.2f}x)"
+        for k, v in results.items())
+    if args.shell_only:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"agent_step shell (goal: shell <= 1.5x plain): {shell}")
+        return
     results["reset_over_start"] = {k: v["reset_over_start"] for k, v in results.items()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2))
@@ -237,7 +292,7 @@ def main() -> None:
         f"{v['fresh_start_ms_median']:.0f} ms, grading {v['grading_ms_median']:.0f} ms (first "
         f"{v['first_grading_ms']:.0f} ms)" for k, v in results.items() if k != "reset_over_start")
     ratios = ", ".join(f"{k} {v:.2f}x" for k, v in results["reset_over_start"].items())
-    print(f"agent_step: {summary}; reset/start: {ratios}")
+    print(f"agent_step: {summary}; reset/start: {ratios}; shell (goal <= 1.5x plain): {shell}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -93,6 +94,35 @@ class ExecResult(BaseModel):
     output_truncated: bool = Field(False, description="The sandbox stopped reading after its byte cap.")
 
 
+class ShellResult(ExecResult):
+    """What one command in a persistent shell produced, and where the shell stands after it."""
+
+    cwd: str = Field(description="The shell's working directory after the command (in-sandbox path).")
+    session_restarted: bool = Field(
+        False, description="The command could not be interrupted, so the session was killed and a fresh one started: "
+                           "exported variables, functions and the working directory were lost.")
+
+
+ShellCall = Callable[[str, list[str], str], tuple[str, int]]
+"""A host-side handler of a shell function the session defines: (name, argv, the shell's $PWD) → (output, exit code)."""
+
+
+class Shell(Protocol):
+    """One persistent bash session inside a sandbox, lasting for an episode: `export`, functions, an activated venv
+    and the working directory persist between commands. A session that died raises SandboxError (an infra error)."""
+
+    def run(self, command: str, timeout_s: float, on_call: ShellCall | None = None) -> ShellResult:
+        """Run `command` (any bash text, multi-line) in the session; never raises for the command's own failure.
+        On timeout the command's processes are killed and the session kept (or restarted, said in the result).
+        Functions named at `Sandbox.shell(functions=...)` call `on_call` on the host while the command runs."""
+        ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
 class SandboxSpec(BaseModel):
     """What to start: the starter workspace copied in, which files are read-only, which GPUs it owns."""
 
@@ -129,6 +159,12 @@ class Sandbox(Protocol):
     def list_files(self, path: str = ".", max_depth: int = 3) -> list[str]:
         """Regular files below `path` (relative to it, sorted, hidden ones included), listed NUL-separated and
         never through links, so no file name can forge another path."""
+        ...
+
+    def shell(self, functions: Sequence[str] = ()) -> Shell:
+        """Start a persistent bash session as the sandbox user in `workdir` (ended by `reset` and `close`). Each
+        name in `functions` becomes a shell function that hands its arguments to the `on_call` of the running
+        `Shell.run` and prints what that returns, so host-side commands work inside command lines and pipes."""
         ...
 
     def reset(self) -> None: ...

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import shutil
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from engine.sandbox.common import (
     raise_file_error, sandbox_path, sandbox_uid, single_file_tar, umask_of, workspace_tar, wrap_file_in_tar,
     write_host_file,
 )  # fmt: skip
-from engine.sandbox.dockerio import EOF, Capped, ExecStream
+from engine.sandbox.dockerio import EOF, Capped, ExecStream, Frames
+from engine.sandbox.session import ShellSession
 from engine.sandbox.reads import (
     MAX_ERROR_BYTES, MAX_LIST_BYTES, MAX_READ_BYTES, READ_TIMEOUT_S, check_answer, list_argv, read_argv, split_listing,
 )  # fmt: skip
@@ -61,9 +63,21 @@ KILL_SANDBOX_SCRIPT = 'i=0; while pkill -KILL -U "$1" && [ "$i" -lt 100 ]; do i=
 # Run as the command's uid ($1 timeout, $2 script, $3 umask): the command's process group is killed when it ends,
 # then every other process of that uid (`kill -1` spares only the caller, and the kernel signals them all at
 # once, so none can fork away), so that nothing the command started runs on.
+# With $4 (the in-container pids of live shell sessions), those shells and what runs under them are spared: then
+# the rest is listed and killed a few times over instead.
 EXEC_WRAPPER = (
     'umask "$3"; timeout --signal=KILL "$1" bash -c "$2" & p=$!; wait "$p"; rc=$?; '
-    'kill -s KILL -- "-$p" 2>/dev/null; kill -s KILL -- -1 2>/dev/null; exit "$rc"'
+    'kill -s KILL -- "-$p" 2>/dev/null; if [ -z "$4" ]; then kill -s KILL -- -1 2>/dev/null; else '
+    'for i in 1 2 3; do kill -s KILL $(ps -e -o pid=,ppid= | awk -v keep="$4 $$" \'BEGIN { n = split(keep, k, " "); '
+    'for (i = 1; i <= n; i++) K[k[i]] = 1 } { par[$1] = $2 } END { for (p in par) { q = p; s = 0; '
+    'for (d = 0; d < 64 && q > 1; d++) { if (q in K) { s = 1; break }; q = par[q] }; if (!s) print p } }\') '
+    '2>/dev/null; done; fi; exit "$rc"'
+)
+# As root: $1 the sandbox's uids, $2 a session's shell (in-container pid): signal the shell (see
+# engine.sandbox.session.INTERRUPT_SIGNAL), then kill every other process of those uids.
+INTERRUPT_SHELL_SCRIPT = (
+    'kill -URG "$2" 2>/dev/null; i=0; while [ "$i" -lt 100 ]; do '
+    'p=$(pgrep -U "$1" | grep -vx "$2"); [ -n "$p" ] || break; kill -KILL $p 2>/dev/null; i=$((i+1)); sleep 0.02; done'
 )
 # Run as root at the start of a private sandbox ($2 its uid): name the uid in /etc/passwd and /etc/group when the
 # image does not, and close $HOME (docker gives a tmpfs the mode of the image's folder under it, not the mount's).
@@ -193,6 +207,7 @@ class DockerSandbox:
         self._uids = ",".join(str(u) for u in sorted({self.uid, cfg.uid}))  # whoever may run here
         self._closed = False
         self.container = None
+        self._sessions: list[ShellSession] = []  # live `shell()`s: reset and close end them
         tmp = Path(tempfile.mkdtemp(prefix="synthscale-docker-"))  # only while starting: nothing to leave behind
         try:
             starter = workspace_tar(spec.workspace, spec.read_only_paths, self.uid, tmp / "starter.tar",
@@ -279,8 +294,9 @@ class DockerSandbox:
         run_as = self._run_as(uid)
         env = [f"{k}={v}" for k, v in minimal_env(SYSTEM_PATH).items()]
         umask = f"{umask_of(run_as, self.uid, self.cfg.uid):03o}"
+        spared = " ".join(str(s.shell_pid) for s in self._sessions if s.tree_root() is not None)
         argv = ["env", "-i", *env, "sh", "-c", EXEC_WRAPPER, "synthscale-exec", f"{timeout_s:.3f}s",
-                bash_script(command, cwd or WORKDIR), umask]
+                bash_script(command, cwd or WORKDIR), umask, spared]
         buf = OutputBuffer(self.cfg.max_output_bytes)
         start = time.monotonic()
         exec_id, stream = self._start(argv, f"{run_as}:{run_as}")
@@ -311,6 +327,41 @@ class DockerSandbox:
             duration_s=duration_s,
             output_truncated=buf.truncated,
         )
+
+    # ----- shell sessions -----
+
+    def shell(self, functions: Sequence[str] = ()) -> ShellSession:
+        """A persistent bash as the sandbox user in the workspace (`engine.sandbox.session`) over one `docker exec`
+        with stdin attached, spared by other commands' clean-up; `reset` and `close` end it. On a timeout every
+        process of the sandbox's uids but the shell itself dies, background jobs of earlier commands included."""
+        self._check_open()
+        env = [f"{k}={v}" for k, v in minimal_env(SYSTEM_PATH).items()]
+        umask = f"{umask_of(self.uid, self.uid, self.cfg.uid):03o}"
+
+        def start() -> DockerChannel:
+            self._check_open()
+            api = self.client.api
+            created = self._call("start a shell", api.exec_create, self.container.id,
+                                 ["env", "-i", *env, "bash", "--noprofile", "--norc"], user=f"{self.uid}:{self.uid}",
+                                 stdin=True, stdout=True, stderr=True)
+            return DockerChannel(api, created["Id"], self._call("start a shell", api.exec_start, created["Id"],
+                                                                socket=True))
+
+        def interrupt(_channel: DockerChannel, shell_pid: int) -> None:
+            self._root(INTERRUPT_SHELL_SCRIPT, self._uids, str(shell_pid))
+
+        def kill(_channel: DockerChannel, shell_pid: int) -> None:
+            self._root('kill -KILL "$1"', str(shell_pid))
+
+        session = ShellSession(start, interrupt, functions, self.cfg.max_output_bytes, f"umask {umask}", WORKDIR,
+                               name=f"container {self.container.short_id} shell", kill=kill)
+        self._sessions = [s for s in self._sessions if s.alive] + [session]
+        return session
+
+    def _end_sessions(self, why: str) -> None:
+        for session in self._sessions:
+            session.close(why, kill=False)  # the reset's or the removal's kill ends it
+        self._sessions = []
 
     # ----- files -----
 
@@ -380,6 +431,7 @@ class DockerSandbox:
         """Kill the sandbox's processes and restore the starter workspace; empty $HOME, /tmp, /var/tmp, /dev/shm
         and the message queues, and remove the SysV IPC objects."""
         self._check_open()
+        self._end_sessions("ended by the sandbox's reset")
         self._restore(kill_first=True)
 
     def close(self) -> None:
@@ -387,6 +439,7 @@ class DockerSandbox:
         if self._closed:
             return
         self._closed = True
+        self._end_sessions("ended by the sandbox's close")
         if self.container is not None:
             try:
                 self.container.remove(force=True)
@@ -404,6 +457,97 @@ class DockerSandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class DockerChannel:
+    """A `docker exec`'s attached connection to a bash (`engine.sandbox.session.Channel`): stdin written to the
+    socket, the multiplexed output demultiplexed (stderr is merged by the shell itself)."""
+
+    CHECK_EVERY_S = 1.0  # how often a silent connection asks dockerd whether the shell still runs
+
+    def __init__(self, api: Any, exec_id: str, sock: Any) -> None:
+        self._api, self._id = api, exec_id
+        self._buf = sock._response.raw._fp.fp  # the buffered reader that read the 101 response (see ExecStream)
+        self._sock = self._buf.raw._sock
+        self._sock.setblocking(False)
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(self._sock, selectors.EVENT_READ)
+        self._frames = Frames()
+        self._spill = b""  # read by exit_code's look, not handed out yet
+        self._eof = self._closed = False
+        self._code: int | None = None
+
+    def send(self, data: bytes) -> None:
+        if self._closed:
+            raise BrokenPipeError("the session is closed")
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self._sock.send(view):]
+            except BlockingIOError:
+                selectors.select.select([], [self._sock], [], 1.0)
+
+    def _read(self) -> bytes | None:
+        """What is there now: data, b"" at EOF, None when nothing is."""
+        chunk = self._buf.read1(READ_CHUNK)
+        if chunk:
+            return b"".join(data for _, data in self._frames.feed(chunk))
+        if not self._sel.select(timeout=0):
+            return None
+        chunk = self._buf.read1(READ_CHUNK)
+        if not chunk:
+            self._eof = True
+            return b""
+        return b"".join(data for _, data in self._frames.feed(chunk))
+
+    def recv(self, timeout_s: float) -> bytes | None:
+        if self._spill:
+            data, self._spill = self._spill, b""
+            return data
+        if self._eof or self._closed:
+            return b""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            data = self._read()
+            if data is not None:
+                return data or (None if not self._eof else b"")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if not self._sel.select(timeout=min(remaining, self.CHECK_EVERY_S)) and self._inspect() is not None:
+                return b""  # exited, yet a background job holds the output open
+
+    def _inspect(self) -> int | None:
+        try:
+            info = self._api.exec_inspect(self._id)
+        except Exception:  # noqa: BLE001 - the container is gone: so is the shell
+            return -1
+        return None if info.get("Running") else (info.get("ExitCode") if info.get("ExitCode") is not None else -1)
+
+    def exit_code(self) -> int | None:
+        if self._code is not None:
+            return self._code
+        if not self._eof and not self._closed:
+            data = self._read()  # cheap: no call to dockerd while the connection is open
+            if data:
+                self._spill += data
+            if not self._eof:
+                return None
+        self._code = self._inspect()
+        return self._code
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sel.close()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+READ_CHUNK = 65536
 
 
 def _owner_alive(container: Any) -> bool:

@@ -38,8 +38,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +64,9 @@ from engine.sandbox.reads import (
     MAX_ERROR_BYTES, MAX_LIST_BYTES, MAX_READ_BYTES, READ_TIMEOUT_S, check_answer, list_argv, read_argv, split_listing,
 )  # fmt: skip
 from engine.sandbox.seccomp import FilteredStarter
+from engine.sandbox.session import (
+    PipeChannel, ShellSession, descendants, host_pid, kill_tree, process_table, start_bash,
+)  # fmt: skip
 from engine.sandbox.workspace import (
     AGENT_TOP, OverlayWorkspace, Workspace, force_remove, make_workspaces, private_top,
 )  # fmt: skip
@@ -172,6 +178,7 @@ class LocalSandbox:
         self._current = 0
         self._dying: list[NamespaceHolder | ArmedBash] = []  # ended, not reaped yet
         self._entry: Entry | None = None
+        self._sessions: list[ShellSession] = []  # live `shell()`s: reset and close end them
         try:
             starter = workspace_tar(spec.workspace, spec.read_only_paths, self.uid, self._base / "starter.tar",
                                     private=self.private)
@@ -244,6 +251,74 @@ class LocalSandbox:
             result.exit_code = KILL_EXIT_CODE
         self._prepare_next()
         return result
+
+    def shell(self, functions: Sequence[str] = ()) -> ShellSession:
+        """A persistent bash as the sandbox user in the workspace (`engine.sandbox.session`), started like a
+        command (same namespaces, cgroup, uid, seccomp filter, limits line) and spared by other commands' clean-up;
+        `reset` and `close` end it. On a timeout every process of the sandbox user but the shell itself dies,
+        background jobs of earlier commands included."""
+        self._check_open()
+
+        def start() -> PipeChannel:
+            self._check_open()
+            with self._entry.argv(["bash", "--noprofile", "--norc"]) as (argv, fds):
+                return start_bash(argv, env=self._env, cwd=self._cwd, pass_fds=fds, popen=self._popen)
+
+        session = ShellSession(start, self._interrupt_shell, functions, self.cfg.max_output_bytes,
+                               self._entry.limits[self.uid], self.workdir, name=f"sandbox {self._base.name} shell")
+        self._sessions = [s for s in self._sessions if s.alive] + [session]
+        return session
+
+    def _interrupt_shell(self, channel: PipeChannel, shell_pid: int) -> None:
+        """Interrupt a session's command: signal the shell (see `session.INTERRUPT_SIGNAL`), kill all else."""
+        shell = host_pid(channel.proc.pid, shell_pid)
+        if shell is not None:
+            try:
+                os.kill(shell, signal.SIGURG)
+            except ProcessLookupError:
+                pass
+        if self.mode == "root":
+            self._kill_agent_processes(lambda table: {shell})
+        else:
+            kill_tree(channel.proc.pid, keep=[shell] if shell is not None else [])
+
+    def _kill_agent_processes(self, spared: Callable[[dict[int, tuple[int, int]]], set[int]],
+                              wait_s: float = 5.0) -> None:
+        """As root: SIGKILL every process of the sandbox user in this sandbox but `spared(process table)` until
+        none is left (`_kill_processes`, sparing the sessions)."""
+        holder = self._slots[self._current].holder
+        try:
+            ns = os.readlink(f"/proc/{holder.pid}/ns/pid")
+        except (OSError, TypeError):
+            return  # the namespace is gone, and everything in it
+        deadline = time.monotonic() + wait_s
+        pause_s = 0.0005
+        while True:
+            table = process_table()
+            members = set(self.cgroup.pids()) if self.cgroup is not None else set(table)
+            keep = spared(table)
+            victims = [p for p in members if p in table and table[p][1] != 0 and p not in keep]
+            found = False
+            for pid in victims:
+                try:
+                    if self.cgroup is None and os.readlink(f"/proc/{pid}/ns/pid") != ns:
+                        continue
+                    os.kill(pid, signal.SIGKILL)
+                    found = True
+                except OSError:
+                    pass
+            if not found:
+                return
+            if time.monotonic() > deadline:
+                logger.warning("sandbox %s: processes %s survived the kill", self._base, victims[:10])
+                return
+            time.sleep(pause_s)
+            pause_s = min(2 * pause_s, 0.02)
+
+    def _end_sessions(self, why: str) -> None:
+        for session in self._sessions:
+            session.close(why)
+        self._sessions = []
 
     def _prepare_next(self) -> None:
         """As root, while the agent thinks: start setting up the next reset's sandbox (the spare slot), and
@@ -352,7 +427,10 @@ class LocalSandbox:
     def _kill_processes(self) -> None:
         """Kill every process of the sandbox user in this sandbox (its namespaces stay)."""
         holder = self._slots[self._current].holder if self._slots else None
-        if self.cgroup is not None:
+        roots = {s.channel.proc.pid for s in self._sessions if s.tree_root() is not None}
+        if roots and holder is not None and holder.pid is not None:  # the sessions' shells and what they run stay
+            self._kill_agent_processes(lambda table: descendants(roots, table))
+        elif self.cgroup is not None:
             self.cgroup.kill_all(keep_root=True)
         elif holder is not None and holder.pid is not None:
             kill_namespace_processes(holder.pid)
@@ -362,6 +440,7 @@ class LocalSandbox:
         namespaces with an empty /tmp, $HOME and /dev/shm and no IPC objects; without root every command gets
         fresh ones anyway."""
         self._check_open()
+        self._end_sessions("ended by the sandbox's reset")
         if self.mode != "root":
             self._kill_processes()
             self.workspace.restore()
@@ -386,6 +465,7 @@ class LocalSandbox:
             return
         self._closed = True
         try:
+            self._end_sessions("ended by the sandbox's close")
             for slot in self._slots:
                 self._dying += slot.retire()
             for part in self._dying:  # let them end on their own first (see `_Slot.retire`)

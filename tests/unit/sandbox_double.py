@@ -11,9 +11,11 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from engine.protocols import ExecResult
+from engine.protocols import ExecResult, Shell
+from engine.sandbox.session import ShellSession, local_session
 
 
 class DirSandbox:
@@ -23,13 +25,17 @@ class DirSandbox:
         self.workdir = str(root.resolve())
         self.max_output_bytes = max_output_bytes
         self.calls: list[tuple[str, float]] = []  # (command, timeout_s) of every exec, for assertions
+        self.sessions: list[ShellSession] = []  # every shell() started, for assertions
+
+    def _env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir, "LANG": "C.UTF-8"}
 
     def _path(self, path: str) -> Path:
         return Path(path) if path.startswith("/") else Path(self.workdir) / path
 
     def exec(self, command: str, timeout_s: float, cwd: str | None = None, uid: int | None = None) -> ExecResult:
         self.calls.append((command, timeout_s))
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir, "LANG": "C.UTF-8"}
+        env = self._env()
         started = time.monotonic()
         proc = subprocess.Popen(["bash", "-c", command], cwd=cwd or self.workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -44,6 +50,13 @@ class DirSandbox:
         return ExecResult(exit_code=proc.returncode if not timed_out else 124,
                           output=out[: self.max_output_bytes].decode("utf-8", errors="replace"),
                           timed_out=timed_out, duration_s=time.monotonic() - started, output_truncated=truncated)
+
+    def shell(self, functions: Sequence[str] = ()) -> Shell:
+        """A persistent plain bash in the directory (`engine.sandbox.session`), ended by `close`."""
+        session = local_session(["bash", "--noprofile", "--norc"], env=self._env(), workdir=self.workdir,
+                                max_output_bytes=self.max_output_bytes, functions=functions, name="DirSandbox shell")
+        self.sessions.append(session)
+        return session
 
     def read_file(self, path: str, max_bytes: int = 64 << 20) -> bytes:
         return self._path(path).read_bytes()[:max_bytes]
@@ -65,7 +78,8 @@ class DirSandbox:
         raise NotImplementedError("DirSandbox has no starter state to reset to")
 
     def close(self) -> None:
-        pass
+        for session in self.sessions:
+            session.close("ended by the sandbox's close")
 
     def __enter__(self) -> DirSandbox:
         return self
