@@ -1,7 +1,8 @@
 """The offline heuristic policy: a `ChatModel` that plays real episodes from a per-task list of improvement moves.
 
 It exists so that the whole pipeline runs and is tested with no API key and no network. It is not a teacher:
-it knows each task's moves (`heuristic.yaml` beside `task.yaml`), reads the files it edits from the
+it knows each task's moves (`heuristic.yaml` beside `task.yaml`; a task without one, such as an imported MLGym
+task, gets the generic playbook: inspect the workspace, run the baseline, validate, submit), reads the files it edits from the
 observations it is shown, writes DISCUSSION-and-command text that goes through the same parser as any
 model's, and sometimes makes a mistake and repairs it. Its randomness is keyed on the episode id, so
 episodes differ from one another while a re-run of one episode replays exactly.
@@ -18,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import ModelError, TaskError
 from engine.protocols import Completion, Message, SamplingParams, Usage
+from engine.tasks.check import baseline_command
 from engine.tasks.folder import describe
 from engine.tasks.spec import TaskSpec
 
-NUMBERED_LINE = re.compile(r"^(\d+):(.*)$")
+NUMBERED_LINE = re.compile(r"^ *(\d+):(.*)$")  # `12:text`, right-aligned numbers too
 
 
 class Move(BaseModel):
@@ -40,14 +42,28 @@ class HeuristicPlan(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     run: str = Field("python baseline.py", description="Command that produces the artefact from the starter code.")
-    moves: list[Move] = Field(min_length=1)
+    moves: list[Move] = Field(default_factory=list, description="None: the generic playbook (no improvement).")
     mistakes: list[Move] = Field(default_factory=list)
+    inspect: str | None = Field(None, description="File to open before running; default: the first move's file.")
+
+    @classmethod
+    def generic(cls, task: TaskSpec) -> HeuristicPlan:
+        """The playbook of a task without heuristic.yaml: open its main file, run its baseline, validate, submit.
+
+        The main file is the edited Python artefact (a game's target.py), else the baseline, else the evaluation
+        script; the run is `task check`'s baseline command (`python baseline.py`, or a copy of the sample
+        submission for a task without a baseline)."""
+        cfg = task.config
+        candidates = [p for p in (cfg.submission_path,) if p and p.endswith(".py")]
+        candidates += [*cfg.baseline_paths, *cfg.evaluation_paths]
+        inspect = next((p for p in candidates if (task.workspace_dir / p).is_file()), None)
+        return cls(run=baseline_command(task), inspect=inspect)
 
     @classmethod
     def load(cls, task: TaskSpec) -> HeuristicPlan:
         path = task.root / "heuristic.yaml"
         if not path.is_file():
-            raise TaskError(f"{path}: missing; the heuristic policy needs the task's improvement moves")
+            return cls.generic(task)
         try:
             return cls.model_validate(yaml.safe_load(path.read_text()))
         except Exception as e:
@@ -91,9 +107,11 @@ class HeuristicModel:
         if rng.random() < 0.5:
             out.append(("bash", "ls data 2>/dev/null | head; head -n 3 data/*.csv 2>/dev/null | cut -c1-200",
                         "Let me peek at the data files."))
-        first = plan.moves[0].file
-        out += [("open", first), ("bash", plan.run, "Let me run the baseline as it is to get a submission."),
-                ("validate",)]
+        first = plan.inspect or (plan.moves[0].file if plan.moves else None)
+        out += [("open", first)] if first else []
+        out += [("bash", plan.run, "Let me run the baseline as it is to get a submission."), ("validate",)]
+        if not plan.moves:
+            return [*out, ("submit",)]
         n_moves = len(plan.moves) if rng.random() < 0.7 else rng.randint(1, len(plan.moves))
         if self.max_moves is not None:
             n_moves = min(n_moves, self.max_moves)

@@ -36,6 +36,8 @@ def task_check(path: Path = typer.Argument(..., help="Task folder."),
         typer.echo(f"  baseline: validation {report.baseline.validation} test {report.baseline.test}")
     if report.constant:
         typer.echo(f"  constant: validation {report.constant.validation} test {report.constant.test}")
+    for note in report.notes:
+        typer.secho(f"  note: {note}", fg=typer.colors.YELLOW)
     for p in report.problems:
         typer.secho(f"  problem: {p}", fg=typer.colors.RED)
     if not report.ok:
@@ -47,17 +49,38 @@ def task_check(path: Path = typer.Argument(..., help="Task folder."),
 
 @task_app.command("import-mlgym")
 def task_import(mlgym_dir: Path = typer.Argument(..., help="A checkout of MLGym."),
-                task_id: str = typer.Argument(..., help="e.g. regressionKaggleHousePrice"),
+                task: str = typer.Argument(..., help="A config of its configs/tasks/: file name, stem or path "
+                                                     "(imageClassificationCifar10L1), or a task id."),
                 out: Path = typer.Option(..., "--out", help="Folder to write the task folder into."),
-                allow_unsupported: bool = typer.Option(False, help="Import even if the image lacks packages.")) -> None:
-    """Import one of MLGym's tasks into synthscale's task format."""
-    from engine.tasks.mlgym import import_mlgym_task
+                metric: Optional[str] = typer.Option(None, help="Primary metric, for a task outside MLGym-Bench: "
+                                                                "a key of its baseline_scores."),
+                direction: Optional[str] = typer.Option(None, help="max or min: how --metric improves."),
+                materialise: bool = typer.Option(False, "--materialise", help="Download the task's Hub datasets "
+                                                 "into its workspace (needs network; HF_TOKEN for gated ones)."),
+                image_package: list[str] = typer.Option([], "--image-package", help="A package the task image has "
+                                                        "beyond numpy, pandas, scikit-learn, scipy (repeatable)."),
+                allow_unsupported: bool = typer.Option(False, help="Import even if the image lacks packages."),
+                overwrite: bool = typer.Option(False, help="Replace a task folder imported before."),
+                config: Optional[Path] = typer.Option(None, help="RunConfig YAML whose synth.hub says where the "
+                                                                 "Hub is (--materialise).")) -> None:
+    """Import one of MLGym's task configs into synthscale's task format, or name in one line what it lacks."""
+    from engine.tasks.mlgym import DEFAULT_IMAGE_PACKAGES, import_mlgym_task, lacking_packages
 
     try:
-        spec = import_mlgym_task(mlgym_dir, task_id, out, allow_unsupported=allow_unsupported)
+        if direction not in (None, "max", "min"):
+            raise ConfigError(f"--direction {direction!r}: use max or min")
+        hub = resolve_config(config).synth.hub if materialise else None
+        packages = DEFAULT_IMAGE_PACKAGES | set(image_package)
+        spec = import_mlgym_task(mlgym_dir, task, out, packages, allow_unsupported=allow_unsupported, metric=metric,
+                                 direction=direction, overwrite=overwrite, hub=hub)  # type: ignore[arg-type]
     except EngineError as e:
         fail(e)
     typer.echo(f"imported {spec.id} into {spec.root} (metric {spec.config.metric}, {spec.config.direction})")
+    typer.echo(f"  MLGym's baseline: {spec.baseline or 'none'}")
+    lacking = lacking_packages(spec.config.requirements, packages)
+    if allow_unsupported and lacking:
+        typer.secho(f"  the task image lacks {', '.join(lacking)}: its baseline will not run there",
+                    fg=typer.colors.YELLOW)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class CheckReport(BaseModel):
     baseline: Grade | None = None
     constant: Grade | None = None
     problems: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Worth knowing, not failures (a negative MLGym score).")
 
     @property
     def ok(self) -> bool:
@@ -35,7 +37,18 @@ class CheckReport(BaseModel):
 
 
 def baseline_command(task: TaskSpec) -> str:
-    paths = task.config.baseline_paths or ["baseline.py"]
+    """The command that makes the starter artefact: the first baseline path run with python; for a task without one
+    (MLGym's L1 variants, titanic) that ships a sample submission, a copy of it to the artefact's path.
+
+    >>> from engine.tasks.spec import TaskConfig
+    >>> cfg = TaskConfig(id="t", name="t", description="d", metric="m", sample_submission="sample_submission.csv")
+    >>> baseline_command(TaskSpec(root=Path("t"), config=cfg))
+    'cp sample_submission.csv submission.csv'
+    """
+    cfg = task.config
+    if not cfg.baseline_paths and cfg.sample_submission and cfg.task_entrypoint == "CSVSubmissionTasks":
+        return f"cp {shlex.quote(cfg.sample_submission)} {shlex.quote(cfg.submission_path or 'submission.csv')}"
+    paths = cfg.baseline_paths or ["baseline.py"]
     return f"python {paths[0]}"
 
 
@@ -111,11 +124,16 @@ def _check_grade(report: CheckReport, grade: Grade, task: TaskSpec, what: str) -
         if metrics is None and task.config.grading == "separate":
             report.problems.append(f"{what}: the grader returned no {split} metrics")
             continue
-        if metrics is not None:
-            value = metrics.get(task.config.metric)
-            if value is None or not math.isfinite(value) or value < 0:
-                report.problems.append(f"{what}: {split} metric {task.config.metric!r} is {value!r}; "
-                                       "it must be present, finite and non-negative")
+        if metrics is None:
+            continue
+        value = metrics.get(task.config.metric)
+        mlgym = task.config.grading == "mlgym"
+        if value is None or not math.isfinite(value) or (value < 0 and not mlgym):
+            report.problems.append(f"{what}: {split} metric {task.config.metric!r} is {value!r}; it must be present, "
+                                   f"finite{'' if mlgym else ' and non-negative'}")
+        elif value < 0:  # MLGym's own scores may be negative (blotto's baseline is -0.248): kept as they are
+            report.notes.append(f"{what}: {split} metric {task.config.metric!r} is negative ({value!r}); MLGym's "
+                                f"scores are kept exactly (the task's recorded baseline: {task.baseline or 'none'})")
 
 
 def _worse(a: Grade, b: Grade, task: TaskSpec) -> bool:

@@ -74,3 +74,31 @@ def test_unknown_task_is_a_clear_error() -> None:
     with pytest.raises(ModelError, match="matches none of its known tasks"):
         model.complete([{"role": "system", "content": "s"}, {"role": "user", "content": "something else"}],
                        _params("ep", 0))
+
+
+MLGYM = Path(__file__).resolve().parents[1] / "fixtures" / "mlgym"
+
+
+def test_locate_accepts_right_aligned_line_numbers() -> None:
+    window = "[File: /w/a.py (3 lines total)]\n  9:x = 1\n 10:y = 2\n 11:"
+    assert _locate(window, "x = 1\ny = 2") == (9, 10)
+
+
+def test_task_without_heuristic_yaml_gets_the_generic_playbook(tmp_path: Path) -> None:
+    from engine.tasks.mlgym import import_mlgym_task
+
+    game = import_mlgym_task(MLGYM, "blotto", tmp_path)
+    csv = import_mlgym_task(MLGYM, "regressionKaggleHousePrice", tmp_path)
+    titanic = import_mlgym_task(MLGYM, "titanic", tmp_path, metric="Accuracy", direction="max")
+    plans = {t.id: HeuristicPlan.load(t) for t in (game, csv, titanic)}
+    assert {k: (p.inspect, p.run, p.moves) for k, p in plans.items()} == {
+        "blotto": ("target.py", "python evaluate.py", []),
+        "regressionKaggleHousePrice": ("baseline.py", "python baseline.py", []),
+        "titanicSurvival": ("evaluate.py", "cp sample_submission.csv submission.csv", []),
+    }
+    model = HeuristicModel([game, csv, titanic])
+    for seed in range(6):
+        intents = model.intents(plans["blotto"], random.Random(seed))
+        assert intents[0][0] == "bash" and intents[-4:] == [
+            ("open", "target.py"), ("bash", "python evaluate.py", "Let me run the baseline as it is to get a submission."),
+            ("validate",), ("submit",)]

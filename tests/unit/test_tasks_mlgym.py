@@ -14,11 +14,14 @@ from engine.tasks.mlgym import (
     MLGYM_METRICS,
     available_task_ids,
     check_supported,
+    hub_ids_in_code,
     import_mlgym_task,
     imported_packages,
     normalize_package,
     parse_requirements,
+    resolve_task_config,
 )
+from engine.tasks.check import baseline_command
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mlgym"
 
@@ -76,42 +79,128 @@ def test_python_task_import(tmp_path: Path) -> None:
     assert describe(spec).endswith('The evaluation prints {"Score": <mean payoff per round>}.')
 
 
-def test_torch_task_is_unsupported_and_names_what_is_missing(tmp_path: Path) -> None:
+def _stop_line(tmp_path: Path, task: str, **kw) -> str:
     with pytest.raises(UnsupportedTaskError) as info:
-        import_mlgym_task(FIXTURE, "imageClassificationCifar10", tmp_path)
-    assert str(info.value).startswith(
-        "MLGym task 'imageClassificationCifar10' needs datasets, torch, torchvision, which the task image lacks"
+        import_mlgym_task(FIXTURE, task, tmp_path, **kw)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_hub_task_names_the_dataset_first_and_the_packages_with_cli_flags(tmp_path: Path) -> None:
+    assert _stop_line(tmp_path, "imageClassificationCifar10") == (
+        "MLGym task 'imageClassificationCifar10' (configs/tasks/imageClassificationCifar10.yaml) cannot be imported; "
+        "it needs the Hub dataset uoft-cs/cifar10: rerun with --materialise to download it into the workspace through "
+        "huggingface_hub (needs network; set HF_TOKEN for a gated dataset); and packages the task image lacks "
+        "(datasets, torch, torchvision): add them to the task image and name each with --image-package, or pass "
+        "--allow-unsupported to import it anyway"
     )
-    assert list(tmp_path.iterdir()) == []
+    # forcing past packages does not write a Hub id nothing has fetched
+    assert _stop_line(tmp_path, "imageClassificationCifar10", allow_unsupported=True).endswith(
+        "needs the Hub dataset uoft-cs/cifar10: rerun with --materialise to download it into the workspace through "
+        "huggingface_hub (needs network; set HF_TOKEN for a gated dataset)")
 
 
-def test_unsupported_task_can_be_imported_anyway(tmp_path: Path) -> None:
-    spec = import_mlgym_task(FIXTURE, "imageClassificationCifar10", tmp_path, allow_unsupported=True)
-    cfg = spec.config
-    assert cfg.requirements == ["datasets", "numpy", "pandas", "torch", "torchvision"]
-    assert cfg.gpus == 1 and cfg.requirements_path == "requirements.txt" and cfg.use_generic_conda is False
-    assert (spec.root / "requirements.txt").read_text().startswith("# fixture")
-    assert [(d.data_path, d.is_local) for d in spec.datasets] == [("uoft-cs/cifar10", False)]
-    assert json.loads((spec.root / "provenance.json").read_text())["unsupported_packages"] == [
-        "datasets", "torch", "torchvision",
-    ]  # fmt: skip
-    assert check_supported(spec) == ["datasets", "torch", "torchvision"]
-    assert check_supported(spec, {"numpy", "pandas", "sklearn", "torch", "torchvision", "datasets"}) == []
+def test_missing_data_folder_names_the_helper_that_makes_it(tmp_path: Path) -> None:
+    assert _stop_line(tmp_path, "imageCaptioningCOCO") == (
+        "MLGym task 'imageCaptioningCOCO' (configs/tasks/imageCaptioningCOCO.yaml) cannot be imported; it needs the "
+        "data folder data/imageCaptioningCOCO/data (configs/datasets/coco.yaml), which the checkout lacks: make it "
+        "with MLGym's helper data/imageCaptioningCOCO/_helpers/make_split.py"
+    )
+    repo = tmp_path / "mlgym"
+    shutil.copytree(FIXTURE, repo)
+    shutil.rmtree(repo / "data/imageCaptioningCOCO/_helpers")
+    with pytest.raises(UnsupportedTaskError, match="which the checkout lacks and no MLGym helper makes: put the "):
+        import_mlgym_task(repo, "imageCaptioningCOCO", tmp_path / "out")
 
 
-def test_image_packages_make_a_task_supported(tmp_path: Path) -> None:
-    have = {"numpy", "pandas", "torch", "torchvision", "datasets"}
-    assert import_mlgym_task(FIXTURE, "imageClassificationCifar10", tmp_path, have).config.requirements[-1] == "torchvision"
-    with pytest.raises(UnsupportedTaskError, match="needs scikit-learn, which"):
-        import_mlgym_task(FIXTURE, "regressionKaggleHousePrice", tmp_path, {"numpy", "pandas"})
+def test_missing_package_names_the_flags_and_image_packages_or_the_flag_import_it(tmp_path: Path) -> None:
+    assert _stop_line(tmp_path, "rlMountainCarContinuous").endswith(
+        "it needs packages the task image lacks (gymnax): add them to the task image and name each with "
+        "--image-package, or pass --allow-unsupported to import it anyway")
+    have = {"numpy", "pandas", "gymnax"}
+    spec = import_mlgym_task(FIXTURE, "rlMountainCarContinuous", tmp_path / "a", have)
+    assert (spec.config.task_entrypoint, spec.config.requirements) == ("ModelSubmissionTasks", ["gymnax"])
+    assert spec.baseline == {"Reward Mean": -12.5, "Reward Std": 3.0}
+    forced = import_mlgym_task(FIXTURE, "rlMountainCarContinuous", tmp_path / "b", allow_unsupported=True)
+    assert json.loads((forced.root / "provenance.json").read_text())["unsupported_packages"] == ["gymnax"]
+    assert check_supported(forced) == ["gymnax"] and check_supported(forced, have) == []
+
+
+def test_game_with_negative_baseline_keeps_mlgyms_metric_exactly(tmp_path: Path) -> None:
+    spec = import_mlgym_task(FIXTURE, "blotto", tmp_path)
+    assert (spec.config.metric, spec.config.direction, spec.config.submission_path) == ("Score", "max", "target.py")
+    assert spec.baseline == {"Score": -0.3333333333333333}
+    assert spec.config.baseline_paths == ["evaluate.py"] and spec.read_only_paths == ["evaluate.py"]
+
+
+def test_shared_id_imports_by_config_file(tmp_path: Path) -> None:
+    plain = resolve_task_config(FIXTURE, "imageClassificationCifar10")
+    variant = resolve_task_config(FIXTURE, "imageClassificationCifar10L1.yaml")
+    assert (plain.path.name, plain.task_id) == ("imageClassificationCifar10.yaml", "imageClassificationCifar10")
+    assert (variant.path.name, variant.mlgym_id, variant.task_id) == (
+        "imageClassificationCifar10L1.yaml", "imageClassificationCifar10", "imageClassificationCifar10L1")
+    assert resolve_task_config(FIXTURE, "imageClassificationCifar10L1") == variant
+    assert resolve_task_config(FIXTURE, FIXTURE / "configs/tasks/imageClassificationCifar10L1.yaml") == variant
+    assert available_task_ids(FIXTURE)["imageClassificationCifar10"] == plain.path
+    assert _stop_line(tmp_path, "imageClassificationCifar10L1", allow_unsupported=True).startswith(
+        "MLGym task 'imageClassificationCifar10L1' (configs/tasks/imageClassificationCifar10L1.yaml) cannot be")
+    repo = tmp_path / "mlgym"
+    shutil.copytree(FIXTURE, repo)
+    (repo / "configs/tasks/imageClassificationCifar10.yaml").rename(repo / "configs/tasks/cifarPlain.yaml")
+    with pytest.raises(TaskError, match="^MLGym id 'imageClassificationCifar10' is shared by cifarPlain.yaml, "
+                                        "imageClassificationCifar10L1.yaml; name the config file instead$"):
+        resolve_task_config(repo, "imageClassificationCifar10")
+
+
+def test_task_outside_the_benchmark_needs_metric_and_direction(tmp_path: Path) -> None:
+    assert _stop_line(tmp_path, "titanic") == (
+        "MLGym task 'titanicSurvival' (configs/tasks/titanic.yaml) cannot be imported; it needs a metric: "
+        "'titanicSurvival' is not one of the 13 MLGym-Bench tasks whose metrics are known; pass --metric (its "
+        "baseline reports Accuracy) and --direction max or min"
+    )
+    assert _stop_line(tmp_path, "titanicSurvival", metric="accuracy", direction="max").endswith(
+        "it needs a metric its baseline_scores has: --metric 'accuracy' is not one of Accuracy")
+    assert _stop_line(tmp_path, "titanic", metric="Accuracy").endswith(
+        "the direction of metric 'Accuracy': pass --direction max or min")
+    spec = import_mlgym_task(FIXTURE, "titanic", tmp_path, metric="Accuracy", direction="max")
+    assert (spec.id, spec.config.baseline_paths, spec.config.sample_submission) == (
+        "titanicSurvival", [], "sample_submission.csv")
+    assert baseline_command(spec) == "cp sample_submission.csv submission.csv"
+
+
+def test_every_problem_of_a_config_is_in_its_one_line(tmp_path: Path) -> None:
+    repo = tmp_path / "mlgym"
+    shutil.copytree(FIXTURE, repo)
+    cfg = repo / "configs/tasks/battleOfSexes.yaml"
+    text = cfg.read_text().replace("task_entrypoint: PythonSubmissionTasks", "task_entrypoint: BaseMLTask")
+    cfg.write_text(text.replace("training_timeout", "dataset_configs:\n  - datasets/nope.yaml\ntraining_timeout"))
+    with pytest.raises(UnsupportedTaskError) as info:
+        import_mlgym_task(repo, "battleOfSexes", tmp_path / "out")
+    assert str(info.value) == (
+        "MLGym task 'battleOfSexes' (configs/tasks/battleOfSexes.yaml) cannot be imported; it needs a runnable task "
+        "class: task_entrypoint 'BaseMLTask' is none of CSVSubmissionTasks, ModelSubmissionTasks, LMSubmissionTasks, "
+        "PythonSubmissionTasks; and the dataset config configs/datasets/nope.yaml, which the checkout lacks: write it "
+        "(name, description, data_path, is_local) or use a checkout that has it"
+    )
+
+
+def test_hub_ids_in_code() -> None:
+    code = {"a.py": "from datasets import load_dataset\nx = load_dataset('SetFit/mnli')\n"
+                    "import datasets\ny = datasets.load_dataset('multi_nli', split='test')\n"
+                    "z = load_dataset('csv', data_files='a.csv')\nw = load_dataset('./local')\n",
+            "b.py": "def (:\n"}
+    assert hub_ids_in_code(code) == ["SetFit/mnli", "multi_nli"]
 
 
 def test_unknown_task_lists_available_ids(tmp_path: Path) -> None:
     with pytest.raises(TaskError) as info:
-        import_mlgym_task(FIXTURE, "blotto", tmp_path)
+        import_mlgym_task(FIXTURE, "prisonersDilemma", tmp_path)
     assert str(info.value) == (
-        f"no MLGym task 'blotto' in {FIXTURE}/configs/tasks; available: battleOfSexes, imageClassificationCifar10, "
-        "regressionKaggleHousePrice"
+        f"no MLGym task 'prisonersDilemma' in {FIXTURE}/configs/tasks; available: battleOfSexes, blotto, "
+        "imageCaptioningCOCO, imageClassificationCifar10, imageClassificationCifar10L1, imageClassificationFMnist, "
+        "regressionKaggleHousePrice, rlMountainCarContinuous, titanicSurvival"
     )
 
 
@@ -121,11 +210,12 @@ def test_task_found_by_id_field_not_file_name_and_metric_override(tmp_path: Path
     text = (repo / "configs/tasks/battleOfSexes.yaml").read_text().replace("id: battleOfSexes", "id: coordination")
     (repo / "configs/tasks/game.yaml").write_text(text)
     assert available_task_ids(repo)["coordination"] == repo / "configs/tasks/game.yaml"
-    with pytest.raises(TaskError, match="'coordination' is not in MLGYM_METRICS .*pass metric= and direction="):
+    with pytest.raises(TaskError, match="'coordination' is not one of the 13 MLGym-Bench .*pass --metric "
+                                        r"\(its baseline reports Score\) and --direction max or min$"):
         import_mlgym_task(repo, "coordination", tmp_path / "out")
-    with pytest.raises(TaskError, match="no direction known for metric 'Score'"):
+    with pytest.raises(TaskError, match="the direction of metric 'Score': pass --direction max or min$"):
         import_mlgym_task(repo, "coordination", tmp_path / "out", metric="Score")
-    spec = import_mlgym_task(repo, "coordination", tmp_path / "out", metric="Score", direction="max")
+    spec = import_mlgym_task(repo, "game.yaml", tmp_path / "out", metric="Score", direction="max")
     assert (spec.id, spec.config.metric, spec.config.direction) == ("coordination", "Score", "max")
     assert json.loads((spec.root / "provenance.json").read_text())["metric_from"] == "argument"
 
@@ -138,7 +228,7 @@ def test_bad_mlgym_config_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(TaskError, match=f"^{cfg}: field 'reward_scale': not an MLGym task field"):
         import_mlgym_task(repo, "battleOfSexes", tmp_path / "out")
     cfg.write_text(cfg.read_text().replace("reward_scale: 2\n", "").replace("data/battleOfSexes/target.py", "data/x.py"))
-    with pytest.raises(TaskError, match=f"^{cfg}: field 'starter_code': 'data/x.py' not found in the MLGym checkout"):
+    with pytest.raises(UnsupportedTaskError, match="it needs its starter_code data/x.py, which the checkout lacks"):
         import_mlgym_task(repo, "battleOfSexes", tmp_path / "out")
 
 
