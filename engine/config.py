@@ -286,6 +286,10 @@ class EvalConfig(_Config):
     runs_per_task: int = Field(64, gt=0, description="Runs of each method on each task (the paper's 64).")
     baseline: str = Field("baseline", description="Name of the baseline row (the tasks' baseline scores).")
     bootstrap_resamples: int = Field(1000, gt=0, description="Resamples of the confidence intervals.")
+    best_submission: Literal["mlgym", "strict"] = Field(
+        "mlgym", description="A run's Best Submission score: `mlgym`, the last successful scoring, validate or "
+                             "submit (MLGym's, so tables compare with its); `strict`, the submission's own score "
+                             "(missing unless the run's last scoring is a successful submit or auto-submission).")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -40,6 +40,16 @@ def _read_scores(path: Path):
         raise ConfigError(f"{path}: not a readable CSV ({e})") from None
 
 
+BEST_SUBMISSION_HELP = ("A run's Best Submission score: mlgym (its last successful scoring, validate or submit, "
+                        "as MLGym reads results.json; the default) or strict (its submission's own score only).")
+
+
+def _submission_rule(value: Optional[str]) -> Optional[str]:
+    from engine.evaluate.scores import check_rule
+
+    return None if value is None else check_rule(value)
+
+
 def _format(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 
@@ -74,12 +84,15 @@ def eval_report_command(
     baseline: str = typer.Option("baseline", "--baseline", help="Name given to the baseline row."),
     resamples: int = typer.Option(1000, "--resamples", min=0, help="Bootstrap resamples (0: no intervals)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    best_submission: str = typer.Option("mlgym", "--best-submission", help=BEST_SUBMISSION_HELP),
 ) -> None:
     """Rebuild aup.csv, the per-task tables, profile.png and report.html from EVAL_DIR/scores.parquet."""
     from engine.evaluate.report import build_report, read_scores
 
     try:
-        report = build_report(read_scores(eval_dir), eval_dir, baseline=baseline, n_resamples=resamples, seed=seed)
+        rule = _submission_rule(best_submission)
+        report = build_report(read_scores(eval_dir), eval_dir, baseline=baseline, n_resamples=resamples, seed=seed,
+                              submission=rule)
     except EngineError as e:
         fail(e)
     typer.echo(f"{report.title}\n{report.aup[['best_attempt', 'best_submission']].to_string(float_format='%.4f')}")
@@ -95,6 +108,8 @@ def eval_command(
     in_process: bool = typer.Option(False, "--in-process", help="No Ray: rollout workers and model servers on "
                                                                  "this machine."),
     runs: Optional[int] = typer.Option(None, "--runs", help="Runs per task (eval.runs_per_task)."),
+    best_submission: Optional[str] = typer.Option(
+        None, "--best-submission", help=BEST_SUBMISSION_HELP + " Overrides eval.best_submission."),
     checkpoint: Optional[list[str]] = typer.Option(
         None, "--checkpoint", help="NAME=PATH: add a method served from a Hugging Face checkpoint (repeatable)."),
     students: Optional[str] = typer.Option(
@@ -110,6 +125,8 @@ def eval_command(
         cfg = resolve_config(config, overrides(run=run))
         if runs is not None:
             cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"runs_per_task": runs})})
+        if (rule := _submission_rule(best_submission)) is not None:
+            cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"best_submission": rule})})
         added = [_checkpoint_method(c) for c in checkpoint or []] + (_student_methods(students) if students else [])
         if added:
             cfg = RunConfig.model_validate({**cfg.model_dump(), "eval": {

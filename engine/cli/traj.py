@@ -19,11 +19,16 @@ traj_app = typer.Typer(no_args_is_help=True, help="Trajectories: show them.")
 
 
 def load_records(path: Path) -> list[TrajectoryRecord]:
-    """Trajectories from a run dir or a Parquet shard; an MLGym .traj file gets a pointer to its run dir."""
+    """Trajectories from a run dir, a Parquet shard, a trajectory file (MLGym's or SWE-agent's ``.traj``, our MLGym
+    export, mini-swe-agent's ``.traj.json``) or a folder of such files (MLGym's ``trajectories/``), read as
+    ``synthscale import-traj`` reads them, without storing anything."""
     from engine.trajectories.store import read_trajectories, table_to_records
 
     if path.is_dir():
-        return read_trajectories(str(path))
+        records = read_trajectories(str(path))
+        if records or not _holds_trajectory_files(path):
+            return records
+        return [_read_trajectory_file(p) for p in _trajectory_files(path)]
     if path.suffix == ".parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -34,16 +39,41 @@ def load_records(path: Path) -> list[TrajectoryRecord]:
             raise ArtifactError(f"{path}: not a readable Parquet file ({e}); show the run dir that holds it, "
                                 "which sets unreadable shards aside") from None
         return table_to_records(table)
-    if path.suffix == ".traj":
-        raise ArtifactError(f"{path}: .traj files are MLGym's format; show the run dir that holds rollouts/ instead, "
-                            f"or import the file first: `synthscale import-traj {path} --run RUN`")
     if not path.exists():
         raise ArtifactError(f"{path}: no such file or directory")
-    raise ArtifactError(f"{path}: not a run dir, a .parquet shard or a .traj file")
+    if path.name.endswith(TRAJ_SUFFIXES):
+        return [_read_trajectory_file(path)]
+    raise ArtifactError(f"{path}: not a run dir, a .parquet shard, or a .traj / .traj.json file")
+
+
+TRAJ_SUFFIXES = (".traj", ".traj.json")
+
+
+def _trajectory_files(folder: Path) -> list[Path]:
+    from engine.trajectories.importers import find_trajectory_files
+
+    return find_trajectory_files(folder)
+
+
+def _holds_trajectory_files(folder: Path) -> bool:
+    return any(p.is_file() and p.name.endswith(TRAJ_SUFFIXES) for p in folder.rglob("*"))
+
+
+def _read_trajectory_file(path: Path) -> TrajectoryRecord:
+    from engine.trajectories.importers import ImportOptions, read_trajectory_file
+    from engine.trajectories.importers.batch import RejectedFile
+
+    try:
+        return read_trajectory_file(path, ImportOptions(run_id="show"))
+    except RejectedFile as e:
+        raise ArtifactError(f"{path}: not a trajectory synthscale reads ({e.reason}: {e.detail}); pass MLGym / "
+                            "SWE-agent .traj or mini-swe-agent .traj.json files") from None
 
 
 @traj_app.command("show")
-def traj_show(path: Path = typer.Argument(..., help="A run dir, a Parquet shard, or an MLGym .traj file."),
+def traj_show(path: Path = typer.Argument(..., help="A run dir, a Parquet shard, a .traj / .traj.json file (MLGym's, "
+                                                   "SWE-agent's, mini-swe-agent's, our MLGym export) or a folder of "
+                                                   "them."),
               episode: Optional[str] = typer.Option(None, help="Episode id (prefix) to show in full.")) -> None:
     """Render trajectories readably: a summary table, or one episode step by step."""
     from engine.trajectories.render import render_summary, render_trajectory

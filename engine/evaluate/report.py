@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from engine.artifacts import atomic_write_bytes, join, read_bytes, resolve
 from engine.errors import ArtifactError, ConfigError
 from engine.evaluate.aup import AUPPair, compute_aup_pair
-from engine.evaluate.scores import BASELINE, RUN_COLUMNS, best_attempt, best_submission, check_runs, directions_of
+from engine.evaluate.scores import (BASELINE, RUN_COLUMNS, SubmissionRule, best_attempt, best_submission, check_runs,
+                                    directions_of)
 from engine.evaluate.stats import RelativeChange, bootstrap_aup, exit_status_breakdown, relative_change, win_matrix
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def read_scores(eval_dir: str | os.PathLike, *, filesystem: pafs.FileSystem | No
 # ---------------------------------------------------------------- the report object
 
 
+SUBMISSION_NOTE = {
+    "mlgym": "A run's Best Submission score is its last successful scoring, validate or submit (MLGym's rule).",
+    "strict": "A run's Best Submission score is its submission's own score (strict rule: a run whose last scoring "
+              "is not a successful submission has none).",
+}
+
+
 @dataclass
 class EvalReport:
     """Everything in the report; renders inline in a notebook (``_repr_html_``)."""
@@ -103,6 +111,7 @@ class EvalReport:
     excluded_tasks: dict[str, list[str]]
     profile_png: bytes
     paths: dict[str, str] = field(default_factory=dict)
+    submission: str = "mlgym"
 
     @property
     def title(self) -> str:
@@ -135,7 +144,8 @@ def render_body(report: EvalReport) -> str:
             parts.append(f"<p>{kind}: no feasible method on {html.escape(', '.join(tasks))}; left out.</p>")
     parts += [f'<h2>Performance profiles</h2><img alt="performance profiles" src="data:image/png;base64,{img}"/>',
               "<h2>Best Attempt per task</h2>", _fmt(report.best_attempt),
-              "<h2>Best Submission per task</h2>", _fmt(report.best_submission),
+              "<h2>Best Submission per task</h2>", f"<p>{html.escape(SUBMISSION_NOTE[report.submission])}</p>",
+              _fmt(report.best_submission),
               "<h2>Tasks won (row beats column, Best Attempt)</h2>", _fmt(report.wins),
               "<h2>Exit statuses (runs)</h2>", _fmt(report.exit_status),
               "<h2>Per task</h2>", _fmt(report.per_task.set_index(["task_id", "method"]))]
@@ -198,12 +208,13 @@ def _per_task(pair: AUPPair, ba: pd.DataFrame, bs: pd.DataFrame, directions: dic
 
 
 def _aup_table(pair: AUPPair, runs: pd.DataFrame, baseline: str, n_resamples: int, seed: int,
-               confidence: float, compare: list[tuple[str, str]]) -> tuple[pd.DataFrame, list[RelativeChange]]:
+               confidence: float, compare: list[tuple[str, str]],
+               submission: SubmissionRule = "mlgym") -> tuple[pd.DataFrame, list[RelativeChange]]:
     table = pair.table()
     relative: list[RelativeChange] = []
     if n_resamples > 0:
         boot = bootstrap_aup(runs, n_resamples=n_resamples, seed=seed, baseline=baseline, confidence=confidence,
-                             tau_max=pair.tau_max if np.isfinite(pair.tau_max) else None)
+                             tau_max=pair.tau_max if np.isfinite(pair.tau_max) else None, submission=submission)
         for kind in ("best_attempt", "best_submission"):
             ci = boot.interval(kind)
             table[f"{kind}_low"], table[f"{kind}_high"] = ci["low"], ci["high"]
@@ -224,13 +235,16 @@ def _default_compare(methods: list[str], baseline: str) -> list[tuple[str, str]]
 
 def build_report(runs: pd.DataFrame, eval_dir: str | os.PathLike, *, baseline: str = BASELINE,
                  n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-                 compare: list[tuple[str, str]] | None = None, filesystem: pafs.FileSystem | None = None) -> EvalReport:
+                 compare: list[tuple[str, str]] | None = None, filesystem: pafs.FileSystem | None = None,
+                 submission: SubmissionRule = "mlgym") -> EvalReport:
     """Score the runs and write the whole report into ``eval_dir`` (``scores.parquet`` included).
 
+    ``submission``: a run's Best Submission score, ``"mlgym"`` (its last successful scoring, validate or
+    submit, as MLGym reads ``results.json``) or ``"strict"`` (its submission's own score).
     ``compare``: (a, b) pairs for the relative AUP change (b vs a); default: every method vs the first.
     ``n_resamples=0`` skips the bootstrap (no intervals, no relative-change intervals).
     """
-    ba, bs = best_attempt(runs, baseline), best_submission(runs, baseline)
+    ba, bs = best_attempt(runs, baseline), best_submission(runs, baseline, submission)
     directions = directions_of(runs)
     pair = compute_aup_pair(ba, bs, directions, baseline)
     methods = list(pair.methods)
@@ -238,13 +252,13 @@ def build_report(runs: pd.DataFrame, eval_dir: str | os.PathLike, *, baseline: s
     for a, b in compare:
         if a not in methods or b not in methods:
             raise ConfigError(f"compare ({a!r}, {b!r}): both must be in the method set {methods}")
-    aup, relative = _aup_table(pair, runs, baseline, n_resamples, seed, confidence, compare)
+    aup, relative = _aup_table(pair, runs, baseline, n_resamples, seed, confidence, compare, submission)
     report = EvalReport(
         methods=methods, aup=aup, best_attempt=ba, best_submission=bs, per_task=_per_task(pair, ba, bs, directions),
         exit_status=exit_status_breakdown(runs), wins=win_matrix(ba, directions), relative=relative,
         excluded_tasks={"Best Attempt": pair.best_attempt.excluded_tasks,
                         "Best Submission": pair.best_submission.excluded_tasks},
-        profile_png=b"")
+        profile_png=b"", submission=submission)
     report.profile_png = plot_profiles(pair, report.title)
     report.paths = _write_all(report, runs, eval_dir, filesystem)
     log.info("evaluation report for %s written to %s", ", ".join(methods), os.fspath(eval_dir))

@@ -11,19 +11,33 @@ direction       "max" or "min" (the task's primary metric)
 baseline_score  the task's baseline score on the metric AUP uses (test metrics for synthesized tasks)
 scores          the run's scores in the order they were produced (validates, then the submission);
                 NaN for a scoring that failed
-final_score     the run's last score: its submission's (submit or auto-submission), NaN if it has none
+final_score     the run's submission score: its last scoring's when that was a submit or auto-submission,
+                NaN otherwise (read by the ``strict`` Best Submission only)
 exit_status     MLGym's exit status (``submitted``, ``autosubmission (max_steps)``, …)
 infra_error     set when the cluster failed, not the agent: such runs are retried, never counted
 =============== ==============================================================================
 
 Best Attempt = best over runs of each run's best score; Best Submission = best over runs of each run's
-last score (``final_score``).
+last score. Two definitions of a run's last score (``SubmissionRule``):
+
+- ``"mlgym"`` (the default, MLGym's): the last *successful* scoring, whether it came from ``validate`` or
+  from the submission, as MLGym reads the last entry of ``results.json``'s ``agent`` list (a failed scoring
+  adds no entry there). A run whose submission failed after a successful validate keeps that validate's
+  score; 19 of MLGym's 672 readable published runs are such runs.
+- ``"strict"``: the submission's own score (``final_score``): NaN unless the run's last scoring is a
+  successful submit or auto-submission.
 
 >>> runs = pd.DataFrame({"method": ["A", "A"], "task_id": ["t", "t"], "run": [0, 1],
 ...     "direction": ["max", "max"], "baseline_score": [0.5, 0.5], "scores": [[0.9, 0.6], [0.7]],
 ...     "final_score": [0.6, 0.7], "exit_status": ["submitted"] * 2, "infra_error": [None, None]})
 >>> best_attempt(runs).to_dict()["t"], best_submission(runs).to_dict()["t"]
 ({'A': 0.9, 'baseline': 0.5}, {'A': 0.7, 'baseline': 0.5})
+
+A run that validated 0.9 and then failed to submit counts 0.9 for MLGym, nothing under ``strict``:
+
+>>> runs.at[1, "scores"], runs.at[1, "final_score"] = [0.9, float("nan")], float("nan")
+>>> best_submission(runs).to_dict()["t"]["A"], best_submission(runs, submission="strict").to_dict()["t"]["A"]
+(0.9, 0.6)
 """
 
 from __future__ import annotations
@@ -45,6 +59,8 @@ RUN_COLUMNS = ("method", "task_id", "run", "direction", "baseline_score", "score
                "exit_status", "infra_error")
 BASELINE = "baseline"
 Kind = Literal["best_attempt", "best_submission"]
+SubmissionRule = Literal["mlgym", "strict"]
+SUBMISSION_RULES: tuple[SubmissionRule, ...] = ("mlgym", "strict")
 KINDS: tuple[Kind, ...] = ("best_attempt", "best_submission")
 
 
@@ -90,12 +106,33 @@ def best_of(values: Sequence[float], direction: str) -> float:
     return max(finite) if direction == "max" else min(finite)
 
 
-def run_values(runs: pd.DataFrame) -> pd.DataFrame:
+def last_of(values: Sequence[float] | None) -> float:
+    """The last finite value of a run's scores (MLGym's last ``agent`` entry); NaN when there is none.
+
+    >>> last_of([0.4, 0.7, float("nan")])
+    0.7
+    """
+    finite = [float(v) for v in (values if values is not None else []) if v is not None and math.isfinite(float(v))]
+    return finite[-1] if finite else math.nan
+
+
+def check_rule(submission: str) -> SubmissionRule:
+    if submission not in SUBMISSION_RULES:
+        raise ConfigError(f"best submission rule {submission!r}: use 'mlgym' (the last successful scoring, "
+                          "validate or submit) or 'strict' (the submission's own score)")
+    return submission  # type: ignore[return-value]
+
+
+def run_values(runs: pd.DataFrame, submission: SubmissionRule = "mlgym") -> pd.DataFrame:
     """The counted runs with two added columns: ``run_best`` (the run's best score, for Best Attempt) and
-    ``run_last`` (its final score, for Best Submission)."""
+    ``run_last`` (its last score by ``submission``'s rule, for Best Submission; see the module docstring)."""
+    check_rule(submission)
     df = counted_runs(runs).copy()
     df["run_best"] = [best_of(list(s) if s is not None else [], d) for s, d in zip(df["scores"], df["direction"])]
-    df["run_last"] = pd.to_numeric(df["final_score"], errors="coerce").astype(float)
+    if submission == "mlgym":
+        df["run_last"] = [last_of(list(s) if s is not None else []) for s in df["scores"]]
+    else:
+        df["run_last"] = pd.to_numeric(df["final_score"], errors="coerce").astype(float)
     return df
 
 
@@ -110,8 +147,8 @@ def ordered_unique(values: pd.Series) -> list[str]:
     return [str(v) for v in dict.fromkeys(values)]
 
 
-def _table(runs: pd.DataFrame, column: str, baseline: str) -> pd.DataFrame:
-    df = run_values(runs)
+def _table(runs: pd.DataFrame, column: str, baseline: str, submission: SubmissionRule = "mlgym") -> pd.DataFrame:
+    df = run_values(runs, submission)
     methods, tasks = ordered_unique(runs["method"]), ordered_unique(runs["task_id"])
     if baseline in methods:
         raise ConfigError(f"a method is named {baseline!r}, the baseline row's name; rename it or pass baseline=")
@@ -135,9 +172,12 @@ def best_attempt(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
     return _table(runs, "run_best", baseline)
 
 
-def best_submission(runs: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
-    """Methods × tasks: best over a method's runs of each run's last (submitted) score, plus the baseline row."""
-    return _table(runs, "run_last", baseline)
+def best_submission(runs: pd.DataFrame, baseline: str = BASELINE, submission: SubmissionRule = "mlgym") -> pd.DataFrame:
+    """Methods × tasks: best over a method's runs of each run's last score, plus the baseline row.
+
+    ``submission``: ``"mlgym"`` (last successful scoring, validate or submit; MLGym's) or ``"strict"`` (the
+    submission's own score only)."""
+    return _table(runs, "run_last", baseline, submission)
 
 
 # ---------------------------------------------------------------- from trajectory records
@@ -167,8 +207,9 @@ def runs_from_trajectories(records: Sequence[TrajectoryRecord],
     ``method_of`` names each record's method (default: its model). ``baselines``: task → the baseline's
     test-split score; needed for synthesized tasks (separate grading), since a record's ``baseline`` is
     the validation score the agent saw; imported MLGym tasks (one metric) take it from the record.
-    Runs are numbered per (method, task) in (seed, episode_id) order. ``final_score`` is the last
-    scoring's value when it was a submission (submit or auto-submission), else NaN.
+    Runs are numbered per (method, task) in (seed, episode_id) order. ``scores`` holds every scoring
+    (NaN where it failed); ``final_score`` is the last scoring's value when it was a submission (submit or
+    auto-submission), else NaN (the ``strict`` Best Submission).
     """
     by_task: dict[str, list[TrajectoryRecord]] = {}
     for r in records:

@@ -132,7 +132,7 @@ def run_eval(cfg: RunConfig, tasks: list[TaskSpec], *, make_pool: PoolFactory, s
 
     runs = pd.concat(frames, ignore_index=True)
     report = build_report(runs, stage_dir, baseline=cfg.eval.baseline, n_resamples=cfg.eval.bootstrap_resamples,
-                          seed=cfg.eval.seed)
+                          seed=cfg.eval.seed, submission=cfg.eval.best_submission)
     manifest = Manifest(stage="eval", run_id=cfg.run_id, config_hash=cfg.stage_hash("eval"),
                         wall_time_s=time.time() - started, cost_usd=cost,
                         counts={"methods": len(cfg.eval.methods), "tasks": len(tasks), "runs": int(len(runs))})

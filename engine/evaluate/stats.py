@@ -24,7 +24,7 @@ import pandas as pd
 
 from engine.errors import ConfigError
 from engine.evaluate.aup import aup_batch, axis_max, log_ratios_batch
-from engine.evaluate.scores import BASELINE, KINDS, Kind, ordered_unique, counted_runs, run_values
+from engine.evaluate.scores import BASELINE, KINDS, Kind, SubmissionRule, ordered_unique, counted_runs, run_values
 
 Aggregate = Literal["best", "mean"]
 _COLUMN = {"best_attempt": "run_best", "best_submission": "run_last"}
@@ -138,8 +138,8 @@ class _Cells:
         return out, is_max
 
 
-def _prepare(runs: pd.DataFrame, baseline: str) -> tuple[list[str], _Cells]:
-    counted = run_values(runs)  # the same rows and columns as best_attempt(runs): all runs name the set
+def _prepare(runs: pd.DataFrame, baseline: str, submission: SubmissionRule = "mlgym") -> tuple[list[str], _Cells]:
+    counted = run_values(runs, submission)  # the same rows and columns as best_attempt(runs): all runs name the set
     methods, tasks = ordered_unique(runs["method"]), ordered_unique(runs["task_id"])
     if baseline in methods:
         raise ConfigError(f"a method is named {baseline!r}, the baseline row's name; rename it or pass baseline=")
@@ -151,9 +151,10 @@ def _prepare(runs: pd.DataFrame, baseline: str) -> tuple[list[str], _Cells]:
 
 def bootstrap_aup(runs: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0, baseline: str = BASELINE,
                   aggregate: Aggregate = "best", resample_tasks: bool = False, tau_max: float | None = None,
-                  confidence: float = 0.95, chunk: int = 250) -> BootstrapAUP:
+                  confidence: float = 0.95, chunk: int = 250, submission: SubmissionRule = "mlgym") -> BootstrapAUP:
     """Bootstrap AUP (Best Attempt and Best Submission) by resampling runs per (method, task).
 
+    ``submission``: each run's Best Submission score, MLGym's rule or ``strict`` (see ``engine.evaluate.scores``).
     ``resample_tasks`` also resamples the tasks with replacement (tasks as a sample of a population).
     ``tau_max`` fixes the τ axis instead of recomputing it per resample. Resamples are drawn ``chunk`` at a
     time (bounded memory). Seeded: same inputs, seed and chunk, same result.
@@ -163,7 +164,7 @@ def bootstrap_aup(runs: pd.DataFrame, *, n_resamples: int = 1000, seed: int = 0,
     if n_resamples < 1 or not 0 < confidence < 1:
         raise ConfigError(f"n_resamples={n_resamples}, confidence={confidence}: "
                           "need n_resamples ≥ 1 and 0 < confidence < 1")
-    methods, cells = _prepare(runs, baseline)
+    methods, cells = _prepare(runs, baseline, submission)
     names, (M, T, r_max) = [*methods, baseline], cells.values["best_attempt"].shape
     identity = np.broadcast_to(np.arange(r_max), (1, M, T, r_max))
     point = _aup_pair(*cells.tables(identity, aggregate, None), M, tau_max)

@@ -96,7 +96,8 @@ def _step_view(step: StepRecord, scores: list[ScoreRecord], thought_lines: int, 
         parts.append(Text(f"(re-asked {len(step.format_errors)}× after format errors)"))
     thought = trim_text(step.thought.strip(), thought_lines, 0, 2000)
     parts.append(Text(f"thought: {thought}" if thought else "thought: -"))
-    parts.append(Panel(Text(step.action), title=Text("action"), title_align="left"))
+    action = step.action.rstrip("\n")  # MLGym's actions end in a newline
+    parts.append(Panel(Text(action), title=Text("action"), title_align="left"))
     head = max(observation_lines * 2 // 3, 1)
     observation = trim_text(step.observation.rstrip(), head, observation_lines - head, 4000)
     parts.append(Text(f"observation ({step.execution_time_s:.1f} s):\n{observation}"))

@@ -28,16 +28,16 @@ def test_import_show_and_reimport(tmp_path: Path) -> None:
     run = tmp_path / "run"
     code, text = _run("import-traj", FIXTURES, "--run", run)
     assert code == 0, text
-    assert f"imported 4 episodes (2 with a score) from 4 files into {run}/rollouts/trajectories (1 shard)" in text
+    assert f"imported 5 episodes (3 with a score) from 5 files into {run}/rollouts/trajectories (1 shard)" in text
     records = read_trajectories(str(run))
     assert sorted((r.task_id, r.policy) for r in records) == [
-        ("battleOfSexes", "imported:mlgym"), ("demo__calc-1", "imported:mini-swe-agent"),
+        ("battleOfSexes", "imported:mlgym"), ("blotto", "imported:mlgym"), ("demo__calc-1", "imported:mini-swe-agent"),
         ("imageClassificationCifar10", "imported:mlgym"), ("regressionKaggleHousePrice", "imported:mlgym")]
     assert {r.run_id for r in records} == {"run"}
 
     code, text = _run("traj", "show", run)
     assert code == 0, text
-    assert "4 episodes" in text and "battleOfSexes" in text and "2 with a successful scoring" in text
+    assert "5 episodes" in text and "battleOfSexes" in text and "3 with a successful scoring" in text
     bos = next(r for r in records if r.task_id == "battleOfSexes")
     code, text = _run("traj", "show", run, "--episode", bos.episode_id[:8])
     assert code == 0 and "policy: imported:mlgym" in text and "validate @ step 2" in text
@@ -45,7 +45,7 @@ def test_import_show_and_reimport(tmp_path: Path) -> None:
     shards = shard_paths(str(run))
     code, text = _run("import-traj", FIXTURES, "--run", run)
     assert code == 0, text
-    assert "imported 0 episodes (0 with a score) from 4 files" in text and "4 already stored" in text
+    assert "imported 0 episodes (0 with a score) from 5 files" in text and "5 already stored" in text
     assert shard_paths(str(run)) == shards
 
 
@@ -91,10 +91,10 @@ def test_bad_input_is_listed_and_exits_nonzero_only_when_nothing_imports(tmp_pat
     shutil.copytree(FIXTURES, bad / "good")
     code, text = _run("import-traj", bad, "--run", run)
     assert code == 0, text
-    assert "imported 4 episodes" in text and "rejected 3 of 7 files" in text
+    assert "imported 5 episodes" in text and "rejected 3 of 8 files" in text
 
     empty = tmp_path / "empty"
     empty.mkdir()
     code, text = _run("import-traj", empty, "--run", run)
     assert code == 2 and f"{empty}: no .traj or .traj.json files in it or below" in text
-    assert len(read_trajectories(str(run))) == 4  # nothing stored is lost
+    assert len(read_trajectories(str(run))) == 5  # nothing stored is lost

@@ -156,3 +156,51 @@ def test_batched_aup_equals_the_riemann_sum_of_the_profiles() -> None:
 def test_docstring_examples(module) -> None:
     result = doctest.testmod(module)
     assert result.failed == 0 and result.attempted > 0
+
+
+def _naive_aup(log_ratios: list[float], tau_max: float) -> float:
+    """MLGym's left Riemann sum, point by point over the 500-point axis (one method, its tasks' log10 ratios)."""
+    tau = np.linspace(0.0, tau_max, 500)
+    rho = [sum(r <= t for r in log_ratios) / len(log_ratios) for t in tau]
+    return sum((tau[i + 1] - tau[i]) * rho[i] for i in range(499))
+
+
+def test_negative_baseline_task_as_mlgym_treats_it() -> None:
+    # blotto (max): its baseline scores −0.248. MLGym marks every negative score infeasible, on this task as on
+    # any other, so the baseline itself is infeasible, and so is C at −0.1 though it beats the baseline.
+    # Feasible: A 0.24 and B 0.12; best 0.24, ratios A 1, B 0.24/0.12 = 2 (the worst feasible ratio).
+    # C and the baseline get 1.05 · 2 = 2.1; tau_cap = ceil(2.1) = 3; axis end ceil(10·log10 3)/10 = 0.5,
+    # h = 0.5/499. B is reached at log10 2 = 0.30103 → k = ceil(300.43) = 301, AUP (499 − 301)·h;
+    # C and the baseline at log10 2.1 = 0.32222 → k = ceil(321.58) = 322, AUP (499 − 322)·h.
+    table = _table({"blotto": [0.24, 0.12, -0.1, -0.248]}, ["A", "B", "C", "baseline"])
+    result = performance_profiles(table, {"blotto": "max"}, "baseline")
+    assert result.feasible["blotto"].to_dict() == {"A": True, "B": True, "C": False, "baseline": False}
+    assert (10 ** result.log_ratios["blotto"]).round(12).to_dict() == {"A": 1.0, "B": 2.0, "C": 2.1, "baseline": 2.1}
+    h = 0.5 / 499
+    assert result.tau_max == 0.5
+    assert result.aup.to_dict() == pytest.approx({"A": 0.5, "B": 198 * h, "C": 177 * h, "baseline": 177 * h},
+                                                 abs=1e-12)
+    for method in ["A", "B", "C", "baseline"]:
+        assert result.aup[method] == pytest.approx(_naive_aup([result.log_ratios.at[method, "blotto"]], 0.5),
+                                                   abs=1e-12)
+
+
+def test_negative_baseline_task_beside_a_positive_one() -> None:
+    # blotto as above plus t (max): A 2, B 1, C 4, baseline 1 → ratios A 2, B 4, C 1, baseline 4; worst 4,
+    # tau_cap ceil(4.2) = 5. Axis end: ceil(10·log10 5 = 6.99)/10 = 0.7 (blotto's cap 3 is smaller).
+    table = _table({"blotto": [0.24, 0.12, -0.1, -0.248], "t": [2.0, 1.0, 4.0, 1.0]}, ["A", "B", "C", "baseline"])
+    aup = compute_aup(table, {"blotto": "max", "t": "max"}, "baseline")
+    assert aup.attrs["tau_max"] == 0.7 and aup.attrs["excluded_tasks"] == []
+    ratios = {"A": [1.0, 2.0], "B": [2.0, 4.0], "C": [2.1, 1.0], "baseline": [2.1, 4.0]}
+    for method, rs in ratios.items():
+        assert aup[method] == pytest.approx(_naive_aup([math.log10(r) for r in rs], 0.7), abs=1e-12), method
+
+
+def test_a_task_where_every_score_is_negative_is_left_out() -> None:
+    # every method below 0 on blotto: none is feasible (MLGym's script stops on such a task with a NaN cap;
+    # we leave it out and list it), and t alone decides the AUP
+    table = _table({"blotto": [-0.01, -0.2, -0.248], "t": [2.0, 1.0, 1.0]}, ["A", "B", "baseline"])
+    aup = compute_aup(table, {"blotto": "max", "t": "max"}, "baseline")
+    assert aup.attrs["excluded_tasks"] == ["blotto"]
+    alone = compute_aup(_table({"t": [2.0, 1.0, 1.0]}, ["A", "B", "baseline"]), {"t": "max"}, "baseline")
+    assert aup.to_dict() == pytest.approx(alone.to_dict(), abs=1e-12)

@@ -43,13 +43,35 @@ def test_best_attempt_and_best_submission_from_run_lists() -> None:
     assert list(ba.index) == ["A", "B", "baseline"] and list(ba.columns) == ["acc", "loss"]
     assert ba.to_dict() == {"acc": {"A": 0.9, "B": 0.85, "baseline": 0.5},
                             "loss": {"A": 2.0, "B": 1.5, "baseline": 4.0}}
-    assert bs.to_dict() == {"acc": {"A": 0.7, "B": 0.8, "baseline": 0.5},
+    # MLGym's rule: B's run 1 validated 0.85 and then failed to submit; its last successful scoring counts
+    assert bs.to_dict() == {"acc": {"A": 0.7, "B": 0.85, "baseline": 0.5},
                             "loss": {"A": 2.5, "B": 1.5, "baseline": 4.0}}
+    # strict: only a run's own submission counts, so B's best submission is run 0's 0.8
+    strict = best_submission(runs, submission="strict")
+    assert strict.to_dict() == {"acc": {"A": 0.7, "B": 0.8, "baseline": 0.5},
+                                "loss": {"A": 2.5, "B": 1.5, "baseline": 4.0}}
     assert directions_of(runs) == {"acc": "max", "loss": "min"}
     values = run_values(runs)
     assert len(values) == 7  # the infra-error run is dropped
     empty_run = values["run"].eq(1) & values["method"].eq("B") & values["task_id"].eq("loss")
     assert values.loc[empty_run, "run_best"].isna().all()
+    assert values.loc[empty_run, "run_last"].isna().all()
+
+
+def test_best_submission_rules_differ_only_when_the_last_scoring_is_not_a_submission() -> None:
+    runs = pd.DataFrame([
+        _run("A", "t", 0, [0.6, 0.9], NAN, exit_status="evaluation_format_error (submit)"),  # validate last: 0.9
+        _run("A", "t", 1, [0.7, NAN], NAN, exit_status="submission_not_found (max_steps)"),   # last success 0.7
+        _run("B", "t", 0, [0.4, 0.5], 0.5),                                                # submitted 0.5
+    ])
+    mlgym = run_values(runs)["run_last"].tolist()
+    strict = run_values(runs, "strict")["run_last"].tolist()
+    assert mlgym == [0.9, 0.7, 0.5]
+    assert math.isnan(strict[0]) and math.isnan(strict[1]) and strict[2] == 0.5
+    assert best_submission(runs).loc["A", "t"] == 0.9
+    assert math.isnan(best_submission(runs, submission="strict").loc["A", "t"])
+    with pytest.raises(ConfigError, match="best submission rule 'last'"):
+        best_submission(runs, submission="last")
 
 
 def test_a_method_without_any_score_on_a_task_is_missing() -> None:
@@ -112,3 +134,14 @@ def test_runs_from_trajectories_use_test_metrics_and_the_test_baseline() -> None
     assert best_attempt(runs).to_dict() == {"syn": {"m": 1.2, "baseline": 2.5}, "imp": {"m": 0.7, "baseline": 0.95}}
     by_model = runs_from_trajectories(records, method_of=lambda r: f"{r.model}-sft", baselines={"syn": 2.5})
     assert set(by_model["method"]) == {"m-sft"}
+
+
+def test_eval_config_defaults_to_mlgyms_best_submission_and_rejects_other_rules() -> None:
+    from pydantic import ValidationError
+
+    from engine.config import EvalConfig
+
+    assert EvalConfig().best_submission == "mlgym"
+    assert EvalConfig(best_submission="strict").best_submission == "strict"
+    with pytest.raises(ValidationError):
+        EvalConfig(best_submission="last")

@@ -40,11 +40,12 @@ Field by field (``.traj`` → TrajectoryRecord):
   ``wall_time_s`` 0 (MLGym records neither), per-step reasoning, latency, tokens, cost and format errors
   (MLGym keeps none), ``infra_error`` None. Lost: ``environment``, ``info.summarizer``.
 
-A ``.traj`` written by synthscale's export (``info.synthscale`` present) comes back as the episode it was: ids,
-run id, policy, seed, sampling, metric, direction, every score (with test metrics), wall time and ``infra_error``
-from ``info.synthscale``; steps' state as written (the export writes the state after the action). What the export
-does not write is defaulted as above: ``history``, ``started_at``, messages' ``reasoning_content``, and the steps'
-``reasoning``, latency, tokens, cost and format errors. Options given (task id, model, source, metric) still win.
+A ``.traj`` written by synthscale's export (a top-level ``synthscale`` key; ``info.synthscale`` in older exports)
+comes back as the episode it was: ids, run id, policy, seed, sampling, metric, direction, history settings, every
+score (with test metrics), the step records, the submission, messages with their ``reasoning_content`` (history
+entries the export added for MLGym, a final format-error turn, cut off), cost, start and wall time and
+``infra_error`` from that key. Older exports without step records take the steps from ``trajectory`` (state as
+written, after the action) and default the rest as above. Options given (task id, model, source, metric) still win.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from engine.trajectories.importers.common import (
     text,
 )
 
+EXTRAS_KEY = "synthscale"  # the export's one key beyond MLGym's (engine.trajectories.mlgym_export)
 MLGYM_KEEP_LAST_OBSERVATIONS = 5  # MLGym's default history processor
 NO_OPEN_FILE = "n/a"
 VALID_ARTEFACT = re.compile(r"Your code produced a valid submission artefact at (.*?)\.?\n")
@@ -226,9 +228,9 @@ def mlgym_record(doc: dict, path: PurePath, episode_id: str, opts: ImportOptions
     raises BadTrajectory (or pydantic's ValidationError) naming the field.
     """
     info = expect_dict(doc.get("info") or {}, "info")
-    extras = info.get("synthscale")
+    extras = doc.get(EXTRAS_KEY, info.get(EXTRAS_KEY))  # info.synthscale: exports before the key moved up
     if extras is not None:
-        return _own_export(doc, info, expect_dict(extras, "info.synthscale"), episode_id, opts, results)
+        return _own_export(doc, info, expect_dict(extras, EXTRAS_KEY), episode_id, opts, results)
     facts = path_facts(path)
     replay = _replay_config(doc)
     task_id = opts.task_id or facts["task_id"]
@@ -252,23 +254,47 @@ def mlgym_record(doc: dict, path: PurePath, episode_id: str, opts: ImportOptions
 
 def _own_export(doc: dict, info: dict, extras: dict, episode_id: str, opts: ImportOptions,
                 results: dict | None) -> TrajectoryRecord:
-    """A ``.traj`` of synthscale's export: ``info.synthscale`` holds what MLGym's fields cannot."""
-    task_id = opts.task_id or text(extras.get("task_id"), "info.synthscale.task_id")
-    steps = _steps(expect_list(doc["trajectory"], "trajectory"), state_after=True)
-    scores = [ScoreRecord.model_validate(s) for s in expect_list(extras.get("scores") or [], "info.synthscale.scores")]
+    """A ``.traj`` of synthscale's export: its ``synthscale`` key holds what MLGym's fields cannot."""
+    task_id = opts.task_id or text(extras.get("task_id"), "synthscale.task_id")
+    if extras.get("steps") is not None:
+        steps = [StepRecord.model_validate(s) for s in expect_list(extras["steps"], "synthscale.steps")]
+    else:  # an export from before the step records were kept: MLGym's fields, state after the action
+        steps = _steps(expect_list(doc["trajectory"], "trajectory"), state_after=True)
+    scores = [ScoreRecord.model_validate(s) for s in expect_list(extras.get("scores") or [], "synthscale.scores")]
     metric, direction = extras.get("metric", ""), extras.get("direction", "max")
     if opts.metric is not None:
         metric, direction = opts.metric, opts.direction
+    history = (HistoryConfig.model_validate(extras["history_config"]) if extras.get("history_config")
+               else HistoryConfig())
+    submission = extras["submission"] if "submission" in extras else _submission(info)
     return TrajectoryRecord(
         run_id=extras.get("run_id") or opts.run_id, task_id=task_id, task_hash=extras.get("task_hash", ""),
-        episode_id=text(extras.get("episode_id"), "info.synthscale.episode_id") or episode_id,
+        episode_id=text(extras.get("episode_id"), "synthscale.episode_id") or episode_id,
         seed=extras.get("seed", 0), model=opts.model or extras.get("model") or "unknown",
         policy=opts.policy("mlgym") if opts.source or not extras.get("policy") else extras["policy"],
-        sampling=extras.get("sampling") or {}, history=HistoryConfig(),
-        messages=_messages(expect_list(doc["history"], "history")), steps=steps, scores=scores,
+        sampling=extras.get("sampling") or {}, history=history,
+        messages=_own_messages(doc, extras), steps=steps, scores=scores,
         baseline=_baseline(results, {}), metric=metric, direction=direction,
-        exit_status=text(info.get("exit_status"), "info.exit_status"),
-        submission=_submission(info),
-        wall_time_s=extras.get("wall_time_s", 0.0), started_at=0.0, infra_error=extras.get("infra_error"),
-        **_model_stats(info),
+        exit_status=text(info.get("exit_status"), "info.exit_status"), submission=submission,
+        wall_time_s=extras.get("wall_time_s", 0.0), started_at=extras.get("started_at", 0.0),
+        infra_error=extras.get("infra_error"), **_own_stats(info, extras),
     )
+
+
+def _own_messages(doc: dict, extras: dict) -> list[Message]:
+    """The export's history back as our messages: the entries the export added (a final format-error turn) cut
+    off, the reasoning put back on its assistant messages."""
+    raw = expect_list(doc["history"], "history")
+    count_ = extras.get("message_count")
+    messages = _messages(raw[:count_] if isinstance(count_, int) else raw)
+    for index, reasoning in expect_list(extras.get("reasoning_content") or [], "synthscale.reasoning_content"):
+        if isinstance(index, int) and 0 <= index < len(messages):
+            messages[index]["reasoning_content"] = reasoning
+    return messages
+
+
+def _own_stats(info: dict, extras: dict) -> dict[str, Any]:
+    stats = _model_stats(info)
+    if extras.get("cost_usd") is not None:
+        stats["cost_usd"] = number(extras["cost_usd"], "synthscale.cost_usd")
+    return stats
