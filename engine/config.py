@@ -281,8 +281,8 @@ class EvalConfig(_Config):
                                                                 "(MLGym's via `synthscale task import-mlgym`).")
     mlgym_dir: Path | None = Field(None, description="A checkout of MLGym whose tasks join the suite (imported "
                                                       "into RUN/eval/suite/ at the stage's start).")
-    mlgym_tasks: list[str] = Field(default_factory=list, description="MLGym task ids to import; empty with "
-                                                                      "mlgym_dir: every task this image supports.")
+    mlgym_tasks: list[str] = Field(default_factory=list, description="MLGym task ids (or config files) to "
+                                     "import; empty with mlgym_dir: MLGym-Bench's 13 tasks, those this image supports.")
     runs_per_task: int = Field(64, gt=0, description="Runs of each method on each task (the paper's 64).")
     baseline: str = Field("baseline", description="Name of the baseline row (the tasks' baseline scores).")
     bootstrap_resamples: int = Field(1000, gt=0, description="Resamples of the confidence intervals.")

@@ -48,7 +48,7 @@ def eval_suite(cfg: RunConfig) -> list[TaskSpec]:
     """The evaluation's tasks: `eval.tasks` plus MLGym's tasks imported from `eval.mlgym_dir` into RUN/eval/suite/."""
     tasks = load_tasks(list(cfg.eval.tasks)) if cfg.eval.tasks else []
     if cfg.eval.mlgym_dir is not None:
-        from engine.tasks.mlgym import available_task_ids, import_mlgym_task
+        from engine.tasks.mlgym import MLGYM_METRICS, available_task_ids, import_mlgym_task
 
         fs, base = resolve(cfg.run_dir)
         if fs.type_name != "local":
@@ -56,7 +56,8 @@ def eval_suite(cfg: RunConfig) -> list[TaskSpec]:
                               "tasks on a shared filesystem: import them with `synthscale task import-mlgym` and "
                               "list the folders in eval.tasks")
         suite = Path(base) / "eval" / "suite"
-        wanted = cfg.eval.mlgym_tasks or sorted(available_task_ids(cfg.eval.mlgym_dir))
+        # by default MLGym-Bench's 13 tasks, not the variants beside them (the L1 ones, titanic, …)
+        wanted = cfg.eval.mlgym_tasks or sorted(t for t in available_task_ids(cfg.eval.mlgym_dir) if t in MLGYM_METRICS)
         for task_id in wanted:
             try:
                 tasks.append(import_mlgym_task(cfg.eval.mlgym_dir, task_id, suite))

@@ -16,5 +16,5 @@ def export_store(cfg: RunConfig) -> int:
     for task_id in sorted(ids):
         part = table.filter(pc.equal(table["task_id"], task_id))
         export_mlgym(table_to_records(part), f"{cfg.run_dir.rstrip('/')}/rollouts",
-                     environment=f"synthscale-{cfg.sandbox.runtime}")
+                     environment=f"synthscale-{cfg.sandbox.runtime}", cost_limit_usd=cfg.agent.cost_limit_usd)
     return len(ids)

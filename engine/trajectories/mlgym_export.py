@@ -74,6 +74,18 @@ def sanitize_model_name(model: str) -> str:
     return re.sub(r"[/\\\s]+", "-", model).strip("-.") or "model"
 
 
+def run_folder_name(record: TrajectoryRecord, run: int, cost_limit_usd: float = 4.0) -> str:
+    """MLGym's folder name for one run: ``<model>__<task>__default__t-<temperature>__p-<top_p>__c-<cost limit>__
+    install-0__parallel_agents_run_<n>`` (its evaluation scripts glob ``*<model>__<task>__*``). An unset
+    temperature is 0 and an unset top_p 1, what an OpenAI-compatible server then samples with."""
+    def num(key: str, unset: float) -> float:
+        value = record.sampling.get(key)
+        return float(value) if isinstance(value, (int, float)) else unset
+
+    return (f"{sanitize_model_name(record.model)}__{record.task_id}__default__t-{num('temperature', 0.0):.2f}"
+            f"__p-{num('top_p', 1.0):.2f}__c-{cost_limit_usd:.2f}__install-0__parallel_agents_run_{run}")
+
+
 def mlgym_split(response: str) -> tuple[str, str] | None:
     """(thought, action) of a response as MLGym's parser splits it; None when it holds no closed fenced block.
 
@@ -268,18 +280,20 @@ def number_runs(records: Iterable[TrajectoryRecord]) -> list[tuple[int, Trajecto
 
 
 def export_mlgym(records: Iterable[TrajectoryRecord], out_dir: str | os.PathLike, *,
-                 environment: str = "synthscale-local", filesystem: pafs.FileSystem | None = None) -> list[str]:
+                 environment: str = "synthscale-local", cost_limit_usd: float = 4.0,
+                 filesystem: pafs.FileSystem | None = None) -> list[str]:
     """Write MLGym's ``traj/`` layout under ``out_dir`` (a local path or URI); return the ``.traj`` paths written.
 
     Returned paths are inside the resolved filesystem: absolute local paths, or ``bucket/key`` for S3.
 
-    ``environment`` names our runtime, e.g. ``f"synthscale-{config.sandbox.runtime}"`` (kept in the extras).
+    ``environment`` names our runtime, e.g. ``f"synthscale-{config.sandbox.runtime}"`` (kept in the extras);
+    ``cost_limit_usd`` (the agent's per-episode limit) goes into MLGym's folder name (`run_folder_name`).
     """
     records = list(records)
     fs, base = resolve(out_dir, filesystem)
     written = []
     for n, record in number_runs(records):
-        folder = join(base, "traj", f"{sanitize_model_name(record.model)}__{record.task_id}__run_{n}")
+        folder = join(base, "traj", run_folder_name(record, n, cost_limit_usd))
         traj_path = join(folder, f"{record.task_id}.traj")
         atomic_write_bytes(fs, traj_path, mlgym_json(traj_document(record, environment, run=n)))
         atomic_write_bytes(fs, join(folder, "results.json"), mlgym_json(results_document(record)))

@@ -106,7 +106,8 @@ def test_manifest_and_resume_on_s3(s3fs):
 def test_mlgym_export_to_s3(s3fs):
     out = f"s3://{BUCKET}/runs/export/rollouts"
     paths = export_mlgym([episode("a"), episode("z", infra_error="lost")], out, filesystem=s3fs)
-    folder = f"{BUCKET}/runs/export/rollouts/traj/Qwen-Qwen3-4B__irisSpecies__run_0"
+    folder = (f"{BUCKET}/runs/export/rollouts/traj/Qwen-Qwen3-4B__irisSpecies__default__t-1.00__p-1.00__c-4.00__"
+              "install-0__parallel_agents_run_0")
     assert paths == [f"{folder}/irisSpecies.traj"]
     doc = read_json(s3fs, paths[0])
     assert doc["info"]["score"] == [{"accuracy": 0.7}]

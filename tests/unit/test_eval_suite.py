@@ -48,3 +48,23 @@ def test_method_names_must_be_unique_and_not_the_baseline(tmp_path):
         _cfg(tmp_path, methods=[{**m, "name": "baseline"}])
     with pytest.raises(ConfigError, match="exactly one of"):
         _cfg(tmp_path, methods=[{"name": "b"}])
+
+
+
+def test_the_default_mlgym_suite_is_mlgym_bench_without_its_variants(tmp_path, monkeypatch):
+    # the fixture checkout holds bench tasks beside variants (an L1 config sharing CIFAR-10's id, titanic): only the
+    # bench ids are tried by default; the others need naming
+    import engine.tasks.mlgym as mlgym
+
+    tried: list[str] = []
+    real = mlgym.import_mlgym_task
+
+    def recording(mlgym_dir, task_id, out):
+        tried.append(task_id)
+        return real(mlgym_dir, task_id, out)
+
+    monkeypatch.setattr(mlgym, "import_mlgym_task", recording)
+    tasks = eval_suite(_cfg(tmp_path, mlgym_dir=str(FIXTURE)))
+    assert {"imageClassificationCifar10L1", "titanicSurvival"} <= set(mlgym.available_task_ids(FIXTURE))
+    assert tried and set(tried) <= set(mlgym.MLGYM_METRICS)
+    assert {t.id for t in tasks} <= set(tried)

@@ -117,26 +117,29 @@ def test_export_layout_numbering_and_results(tmp_path):
     ]
     paths = export_mlgym(records, tmp_path / "rollouts", environment="synthscale-local")
     root = tmp_path / "rollouts" / "traj"
-    expected_dirs = ["org-gpt-5__blotto__run_0", "tinyModel__blotto__run_0", "tinyModel__blotto__run_1",
-                     "tinyModel__otherTask__run_0"]
+    def folder(model: str, task: str, n: int) -> str:  # MLGym's: sampling and cost limit in the name
+        return f"{model}__{task}__default__t-0.00__p-0.95__c-4.00__install-0__parallel_agents_run_{n}"
+
+    expected_dirs = [folder("org-gpt-5", "blotto", 0), folder("tinyModel", "blotto", 0),
+                     folder("tinyModel", "blotto", 1), folder("tinyModel", "otherTask", 0)]
     assert sorted(os.listdir(root)) == expected_dirs
     assert sorted(paths) == sorted(str(root / d / f"{d.split('__')[1]}.traj") for d in expected_dirs)
     for d in expected_dirs:
         assert sorted(os.listdir(root / d)) == sorted(["results.json", f"{d.split('__')[1]}.traj"])
     # runs numbered by seed within (model, task), agent primary_<run>; ep-c (infra error) is not exported
-    run0 = json.loads((root / "tinyModel__blotto__run_0" / "blotto.traj").read_text())
-    run1 = json.loads((root / "tinyModel__blotto__run_1" / "blotto.traj").read_text())
+    run0 = json.loads((root / folder("tinyModel", "blotto", 0) / "blotto.traj").read_text())
+    run1 = json.loads((root / folder("tinyModel", "blotto", 1) / "blotto.traj").read_text())
     assert (run0["synthscale"]["episode_id"], run1["synthscale"]["episode_id"]) == ("ep-a", "ep-b")
     assert {m["agent"] for m in run0["history"]} == {"primary_0"} and {m["agent"] for m in run1["history"]} == {
         "primary_1"}
     assert run0["environment"] == "mlgym_main" and run0["synthscale"]["environment"] == "synthscale-local"
-    assert (root / "tinyModel__blotto__run_1" / "blotto.traj").read_bytes() == mlgym_json(
+    assert (root / folder("tinyModel", "blotto", 1) / "blotto.traj").read_bytes() == mlgym_json(
         traj_document(records[0], "synthscale-local", run=1))
-    results = json.loads((root / "tinyModel__blotto__run_0" / "results.json").read_text())
+    results = json.loads((root / folder("tinyModel", "blotto", 0) / "results.json").read_text())
     assert list(results) == ["agent", "baseline"]
     assert results == {"agent": [{"Score": -0.0835}, {"Score": 0.0123}], "baseline": {"Score": -0.24797001481056213}}
     # MLGym writes no baseline key for a task without baseline scores
-    no_base = json.loads((root / "tinyModel__otherTask__run_0" / "results.json").read_text())
+    no_base = json.loads((root / folder("tinyModel", "otherTask", 0) / "results.json").read_text())
     assert no_base == {"agent": [{"Score": -0.0835}, {"Score": 0.0123}]}
 
 
