@@ -126,10 +126,24 @@ class AgentConfig(_Config):
     command_timeout_s: float = Field(25.0, gt=0, description="Ordinary commands.")
     training_timeout_s: float | None = Field(None, gt=0, description="Overrides the task's training_timeout.")
     max_observation_chars: int = Field(20_000, gt=200, description="Longer observations keep head and tail.")
-    window_lines: int = Field(100, gt=0, description="Lines shown by open/goto/scroll.")
+    window_lines: int = Field(1000, gt=0, description="Lines shown by open/goto/scroll (MLGym's WINDOW).")
+    scroll_overlap: int = Field(2, ge=0, description="Lines kept in view by scroll_up/scroll_down (MLGym's OVERLAP).")
+    profile: Literal["mlgym", "synthscale"] = Field(
+        "mlgym", description="mlgym: MLGym's observation texts and blocklist (interactive programs re-asked, no "
+        "step spent); synthscale: our explanatory refusals and format-error text (see docs/mlgym-compat.md).")
+    mlgym_config: Path | None = Field(
+        None, description="MLGym agent config YAML (e.g. <checkout>/configs/agents/default.yaml) whose system, task "
+        "and format-error prose is used, read at run time; None: our own prose (prompts/agent/).")
     max_format_errors: int = Field(3, gt=0, description="Consecutive bad responses that end the episode.")
     max_context_tokens: int = Field(120_000, gt=0, description="Prompt size (≈chars/4) that auto-submits.")
     cost_limit_usd: float = Field(4.0, gt=0, description="Per-episode model cost that auto-submits.")
+
+    @model_validator(mode="after")
+    def _check_window(self) -> AgentConfig:
+        if self.scroll_overlap >= self.window_lines:
+            raise ConfigError(f"agent.scroll_overlap {self.scroll_overlap} must be below agent.window_lines "
+                              f"{self.window_lines}, or scrolling would not move")
+        return self
 
 
 class EpisodeConfig(_Config):

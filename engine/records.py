@@ -71,6 +71,9 @@ class HistoryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     keep_last_observations: int = 5
     max_observation_chars: int = 20_000
+    omitted_note: Literal["mlgym", "synthscale-v1"] = Field(
+        "mlgym", description="The note that replaced an old observation: MLGym's, or the one episodes recorded "
+                             "before it (set on records read from such shards), so prompts rebuild exactly.")
 
 
 class TrajectoryRecord(BaseModel):

@@ -100,8 +100,9 @@ def clamp_first_line(first_line: int, total_lines: int, window_lines: int) -> in
 
 def first_line_showing(line: int, total_lines: int, window_lines: int) -> int:
     """The window for `open path line` and `goto line`: `line` sits a sixth of the way down, so that the
-    reader sees a little of what precedes it and mostly what follows."""
-    return clamp_first_line(line - window_lines // 6, total_lines, window_lines)
+    reader sees a little of what precedes it and mostly what follows (MLGym's placement: the window starts
+    `window_lines // 6 - 1` lines above `line`)."""
+    return clamp_first_line(line - window_lines // 6 + 1, total_lines, window_lines)
 
 
 def first_line_centred(line: int, total_lines: int, window_lines: int) -> int:
@@ -109,9 +110,9 @@ def first_line_centred(line: int, total_lines: int, window_lines: int) -> int:
     return clamp_first_line(line - window_lines // 2, total_lines, window_lines)
 
 
-def scrolled(first_line: int, total_lines: int, window_lines: int, down: bool) -> int:
+def scrolled(first_line: int, total_lines: int, window_lines: int, down: bool, overlap: int = SCROLL_OVERLAP) -> int:
     """The window after `scroll_down` (down=True) or `scroll_up`: moved by a window less the overlap."""
-    step = max(1, window_lines - SCROLL_OVERLAP)
+    step = max(1, window_lines - overlap)
     return clamp_first_line(first_line + (step if down else -step), total_lines, window_lines)
 
 
@@ -135,7 +136,8 @@ def render_window(path: str, text: str, first_line: int, window_lines: int) -> s
 
 
 def search_in_text(text: str, term: str) -> list[tuple[int, str]]:
-    """(line number, line) of every line of `text` that contains `term` literally."""
+    """(line number, line) of every line of `text` that contains `term` literally (the environment's
+    search_file runs grep instead, for MLGym's regular expressions)."""
     return [(n, line) for n, line in enumerate(split_lines(text), start=1) if term in line]
 
 
@@ -144,7 +146,7 @@ def format_file_matches(term: str, path: str, matches: list[tuple[int, str]], li
     if not matches:
         return f'No matches found for "{term}" in {path}'
     if len(matches) > limit:
-        return f'More than {limit} lines matched "{term}" in {path}. Narrow your search.'
+        return f'More than {len(matches)} lines matched for "{term}" in {path}. Please narrow your search.'
     body = "\n".join(f"Line {n}:{line}" for n, line in matches)
     return f'Found {len(matches)} matches for "{term}" in {path}:\n{body}\nEnd of matches for "{term}" in {path}'
 
@@ -154,16 +156,14 @@ def format_dir_matches(term: str, directory: str, counts: dict[str, int], limit:
     if not counts:
         return f'No matches found for "{term}" in {directory}'
     if len(counts) > limit:
-        return f'More than {limit} files matched "{term}" in {directory}. Narrow your search.'
+        return f'More than {len(counts)} files matched for "{term}" in {directory}. Please narrow your search.'
     body = "\n".join(f"{path} ({k} matches)" for path, k in sorted(counts.items()))
     total = sum(counts.values())
     return f'Found {total} matches for "{term}" in {directory}:\n{body}\nEnd of matches for "{term}" in {directory}'
 
 
-def format_found_files(name: str, directory: str, paths: list[str], limit: int = MAX_LISTED) -> str:
-    """What `find_file` shows."""
+def format_found_files(name: str, directory: str, paths: list[str]) -> str:
+    """What `find_file` shows: every path, in the order given (MLGym lists them all, unsorted)."""
     if not paths:
         return f'No matches found for "{name}" in {directory}'
-    if len(paths) > limit:
-        return f'More than {limit} files matched "{name}" in {directory}. Narrow your search.'
-    return f'Found {len(paths)} matches for "{name}" in {directory}:\n' + "\n".join(sorted(paths))
+    return f'Found {len(paths)} matches for "{name}" in {directory}:\n' + "\n".join(paths)

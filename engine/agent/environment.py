@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import posixpath
-import re
 import shlex
 import time
 from typing import Literal, Protocol
@@ -18,27 +17,33 @@ from pydantic import BaseModel, ConfigDict
 
 from engine.agent import commands as cmds
 from engine.agent.editing import (
-    EditError, apply_edit, apply_insert, first_line_centred, first_line_showing, format_dir_matches,
-    format_file_matches, format_found_files, render_window, scrolled, search_in_text, split_lines,
+    EditError, apply_edit, apply_insert, clamp_first_line, first_line_centred, first_line_showing,
+    format_dir_matches, format_file_matches, format_found_files, render_window, scrolled, split_lines,
 )
 from engine.agent.lint import lint_python, new_lint_errors
-from engine.agent.observation import EMPTY_OUTPUT, render_footer, truncate_observation
+from engine.agent.observation import EMPTY_OUTPUT, render_footer, timeout_notice, truncate_observation
 from engine.config import AgentConfig
 from engine.errors import SandboxError
-from engine.protocols import ExecResult, Sandbox
+from engine.protocols import Sandbox, Shell
 
 log = logging.getLogger(__name__)
 
-CWD_MARKER = "__SYNTHSCALE_PWD_4b1d__"
-"""Printed with the shell's final directory after each bash command, then cut from the output."""
+SHELL_FUNCTIONS = ("open", "goto", "scroll_up", "scroll_down", "create", "search_dir", "search_file", "find_file",
+                   "validate", "submit")
+"""The special commands defined as functions of the shell session (edit and insert have a body: alone only)."""
 MAX_OPEN_BYTES = 5_000_000
 """Larger files are not opened in the viewer; head, tail and grep read them in parts."""
+MLGYM_OPEN_AT_LINE_MAX_CHARS = 20_000
+"""MLGym's `open <file> <line>` refuses files larger than this (without a line number it opens any size)."""
 SCROLL_WARNING_AFTER = 3
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ico")
 _IMAGE_MAGIC = (b"\x89PNG\r\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
-_SPECIAL_NOT_FOUND = re.compile(rf"\b({'|'.join(cmds.USAGE)}): command not found")
-_EDIT_DONE = ("File updated. Check the lines above: the indentation, and no duplicated or missing lines. "
-              "Edit again if anything is wrong.")
+NO_FILE_OPEN = "No file open. Use the open command first."
+NO_FILE_FOR_EDIT = "No file open. Use the `open` command first."
+SCROLL_WARNING = ("WARNING: Scrolling many times in a row is very inefficient.\n"
+                  "If you know what you are looking for, use `search_file <pattern>` instead.")
+EDIT_DONE = ("File updated. Please review the changes and make sure they are correct (correct indentation, no "
+             "duplicate lines, etc). Edit the file again if necessary.")
 
 
 class Scorer(Protocol):
@@ -62,7 +67,12 @@ class _Refusal(Exception):
 
 
 class AgentEnvironment:
-    """MLGym's file viewer/editor, search commands, bash, validate and submit over one sandbox."""
+    """MLGym's file viewer/editor, search commands, bash, validate and submit over one sandbox.
+
+    Commands run in one persistent shell per episode (`Sandbox.shell`), started at the first command. The special
+    commands other than edit/insert are shell functions of that session, so they work inside command lines
+    (`ls && open a.py`, `search_dir foo | head`); they call back into `_on_call`, which runs them here in Python
+    against the directory the shell reports."""
 
     def __init__(self, sandbox: Sandbox, cfg: AgentConfig, *, training_timeout_s: float,
                  read_only_paths: list[str], scorer: Scorer):
@@ -72,14 +82,28 @@ class AgentEnvironment:
         self.scorer = scorer
         self.workdir: str = sandbox.workdir
         self.read_only = [posixpath.normpath(posixpath.join(self.workdir, p)) for p in read_only_paths]
+        self._shell: Shell | None = None
         self.reset_state()
 
     def reset_state(self) -> None:
-        """Back to the start: no open file, in the workspace (call after `sandbox.reset()`)."""
+        """Back to the start: no open file, in the workspace, no shell session (call after `sandbox.reset()`,
+        which ended the session)."""
+        self.close()
         self.cwd: str = self.workdir
         self.open_file: str | None = None
         self.first_line = 1
         self._scrolls = 0
+        self._last_action = ""
+        self._scored: list[str] = []
+
+    def close(self) -> None:
+        """End the shell session, if one is running."""
+        if self._shell is not None:
+            shell, self._shell = self._shell, None
+            try:
+                shell.close()
+            except SandboxError as e:  # the sandbox is going away anyway
+                log.debug("closing the shell session failed: %s", e)
 
     # --- the step -------------------------------------------------------------------------------------
 
@@ -88,29 +112,30 @@ class AgentEnvironment:
         mistakes, which become the observation. SandboxError means the sandbox itself failed."""
         started = time.monotonic()
         observation, submitted, timed_out = self._dispatch(action, step)
-        observation = truncate_observation(observation or EMPTY_OUTPUT, self.cfg.max_observation_chars)
+        self._last_action = action.strip()
+        if not observation.strip():
+            observation = EMPTY_OUTPUT
+        observation = truncate_observation(observation, self.cfg.max_observation_chars)
         return EnvResult(observation=observation, submitted=submitted, timed_out=timed_out,
                          duration_s=time.monotonic() - started)
 
     def _dispatch(self, action: str, step: int) -> tuple[str, bool, bool]:
         """(observation, submitted, timed_out) of one command."""
-        try:
-            command = cmds.parse_command(action)
-        except cmds.UsageError as e:
-            return str(e), False, False
-        if not isinstance(command, (cmds.ScrollUp, cmds.ScrollDown)):
-            self._scrolls = 0
-        if isinstance(command, cmds.Bash):
-            observation, timed_out = self._bash(command.command)
-            return observation, False, timed_out
-        if isinstance(command, cmds.Validate):
-            return self.scorer.score("validate", step), False, False
-        if isinstance(command, cmds.Submit):
-            return self.scorer.score("submit", step), True, False
-        try:
-            return self._file_command(command), False, False
-        except _Refusal as e:
-            return str(e), False, False
+        words = action.split(maxsplit=1)
+        if words and words[0] in ("edit", "insert"):  # they carry a body, so they are not shell functions
+            try:
+                command = cmds.parse_command(action)
+                return self._edit_command(command), False, False
+            except cmds.UsageError as e:
+                return str(e), False, False
+            except _Refusal as e:
+                return str(e), False, False
+        observation, timed_out = self._bash(action)
+        if "validate" in self._scored:  # as in MLGym, the score replaces the command's own output
+            return self.scorer.score("validate", step), False, timed_out
+        if "submit" in self._scored:
+            return self.scorer.score("submit", step), True, timed_out
+        return observation, False, timed_out
 
     def footer(self, step: int, remaining: int) -> str:
         """The status lines that follow every observation."""
@@ -120,85 +145,116 @@ class AgentEnvironment:
         """An absolute in-sandbox path: `path` taken relative to the current directory."""
         return posixpath.normpath(posixpath.join(self.cwd, path))
 
-    def _file_command(self, c: cmds.Command) -> str:
-        if isinstance(c, cmds.Open):
-            return self._open(c)
-        if isinstance(c, cmds.Create):
-            return self._create(c.path)
-        if isinstance(c, cmds.SearchDir):
-            return self._search_dir(c.term, self.resolve(c.dir) if c.dir else self.cwd)
-        if isinstance(c, cmds.FindFile):
-            return self._find_file(c.name, self.resolve(c.dir) if c.dir else self.cwd)
-        if isinstance(c, cmds.SearchFile):
-            target = self.resolve(c.path) if c.path else self._require_open("search_file <term> <file>")
-            return format_file_matches(c.term, target, search_in_text(self._load(target), c.term))
-        path = self._require_open(cmds.USAGE[_name_of(c)])
-        text = self._load(path)
-        if isinstance(c, cmds.Goto):
-            return self._goto(path, text, c.line)
-        if isinstance(c, (cmds.ScrollUp, cmds.ScrollDown)):
-            return self._scroll(path, text, down=isinstance(c, cmds.ScrollDown))
-        if isinstance(c, (cmds.Edit, cmds.Insert)):
-            return self._change(path, text, c)
-        raise AssertionError(f"unhandled command {c!r}")
+    def _edit_command(self, c: cmds.Command) -> str:
+        assert isinstance(c, (cmds.Edit, cmds.Insert))
+        if self.open_file is None:
+            return NO_FILE_FOR_EDIT
+        path = self.open_file
+        return self._change(path, self._load(path), c)
 
-    # --- viewer ---------------------------------------------------------------------------------------
+    # --- the special commands as shell functions -----------------------------------------------------
 
-    def _open(self, c: cmds.Open) -> str:
-        path = self.resolve(c.path)
+    def _on_call(self, name: str, argv: list[str], pwd: str) -> tuple[str, int]:
+        """Run special command `name` with the shell's arguments, in the shell's directory `pwd`."""
+        if pwd.startswith("/"):
+            self.cwd = pwd
+        if name in ("validate", "submit"):
+            self._scored.append(name)
+            return "", 0
+        handler = {"open": self._open_call, "goto": self._goto_call, "scroll_up": self._scroll_call,
+                   "scroll_down": self._scroll_call, "create": self._create_call, "search_dir": self._search_dir,
+                   "search_file": self._search_file, "find_file": self._find_file}[name]
+        try:
+            return handler(name, argv), 0
+        except _Refusal as e:
+            return str(e), 0
+
+    def _open_call(self, _name: str, argv: list[str]) -> str:
+        if not argv or not argv[0]:
+            return 'Usage: open "<file>"'
+        line: int | None = None
+        if len(argv) > 1 and argv[1]:
+            if not argv[1].isdigit():
+                return 'Usage: open "<file>" [<line_number>]\nError: <line_number> must be a number'
+            line = int(argv[1])
+        return self._open(argv[0], line)
+
+    def _goto_call(self, _name: str, argv: list[str]) -> str:
+        if len(argv) > 1:
+            return "goto allows only one line number at a time."
+        path = self._require_open()
+        if not argv or not argv[0]:
+            return "Usage: goto <line>"
+        if not argv[0].isdigit():
+            return "Usage: goto <line>\nError: <line> must be a number"
         text = self._load(path)
         total = len(split_lines(text))
-        notes: list[str] = []
-        first = 1
-        if c.line is not None:
-            line = c.line
-            if line > total:
-                notes.append(f"Warning: line {line} is past the end of the file ({total} lines); showing line {total}.")
-                line = total
-            elif line < 1:
-                notes.append(f"Warning: line {line} is before the first line; showing line 1.")
-                line = 1
-            first = first_line_showing(line, total, self.cfg.window_lines)
-        self.open_file, self.first_line = path, first
-        return "\n".join(notes + [self._window(path, text)])
-
-    def _goto(self, path: str, text: str, line: int) -> str:
-        total = len(split_lines(text))
-        if not 1 <= line <= total:
-            raise _Refusal(f"Error: <line_number> must be from 1 to {total}, the number of lines in {path}.")
-        self.first_line = first_line_showing(line, total, self.cfg.window_lines)
+        if int(argv[0]) > total:
+            return f"Error: <line> must be less than or equal to {total}"
+        self.first_line = first_line_showing(int(argv[0]), total, self.cfg.window_lines)
         return self._window(path, text)
 
-    def _scroll(self, path: str, text: str, down: bool) -> str:
+    def _scroll_call(self, name: str, _argv: list[str]) -> str:
+        path = self._require_open()
+        text = self._load(path)
         total = len(split_lines(text))
-        self.first_line = scrolled(self.first_line, total, self.cfg.window_lines, down)
+        self.first_line = scrolled(self.first_line, total, self.cfg.window_lines, name == "scroll_down",
+                                   self.cfg.scroll_overlap)
+        if self._last_action not in ("scroll_up", "scroll_down"):
+            self._scrolls = 0
         self._scrolls += 1
         out = self._window(path, text)
         if self._scrolls >= SCROLL_WARNING_AFTER:
-            out += ("\n\nNote: scrolling page by page is slow. If you know what you are looking for, "
-                    "`search_file <term>` or `goto <line_number>` gets there in one step.")
+            out += "\n\n" + SCROLL_WARNING
         return out
 
-    def _window(self, path: str, text: str) -> str:
-        return render_window(path, text, self.first_line, self.cfg.window_lines)
-
-    def _create(self, raw: str) -> str:
+    def _create_call(self, _name: str, argv: list[str]) -> str:
+        if not argv or not argv[0]:
+            return "Usage: create <filename>"
+        raw = argv[0]
         path = self.resolve(raw)
-        self._refuse_read_only(path)
         parent = posixpath.dirname(path)
         state = self._probe(f"if [ -e {_q(path)} ]; then echo exists; elif [ -d {_q(parent)} ]; then echo ok; "
                             f"else echo noparent; fi")
         if state == "exists":
-            return f"Error: file {path} already exists.\n" + self._open(cmds.Open(raw))
+            return f"Error: File '{raw}' already exists.\n" + self._open(raw, None)
         if state == "noparent":
-            raise _Refusal(f"Error: directory {parent} does not exist. Create it first: mkdir -p {parent}")
+            return f"bash: {raw}: No such file or directory\nFile {raw} not found"
+        if self._is_read_only(path):
+            return f"bash: {raw}: Permission denied\nFile {raw} not found"
         self.sandbox.write_file(path, b"\n")
-        return self._open(cmds.Open(raw))
+        return self._open(raw, None)
+
+    # --- viewer ---------------------------------------------------------------------------------------
+
+    def _open(self, raw: str, line: int | None) -> str:
+        path = self.resolve(raw)
+        text = self._load(path, shown_as=raw)
+        total = len(split_lines(text))
+        notes: list[str] = []
+        first = 1
+        if line is not None:
+            if len(text.encode("utf-8")) > MLGYM_OPEN_AT_LINE_MAX_CHARS:
+                return ("The file is larger than 20000 characters, please use 'head -n NUM_LINES' to open it")
+            if line > total:
+                notes += [f"Warning: <line_number> ({line}) is greater than the number of lines in the file ({total})",
+                          f"Warning: Setting <line_number> to {total}"]
+                first = clamp_first_line(total - self.cfg.window_lines // 2 + 1, total, self.cfg.window_lines)
+            elif line < 1:
+                notes += [f"Warning: <line_number> ({line}) is less than 1", "Warning: Setting <line_number> to 1"]
+            else:
+                first = first_line_showing(line, total, self.cfg.window_lines)
+        self.open_file, self.first_line = path, first
+        return "\n".join(notes + [self._window(path, text)])
+
+    def _window(self, path: str, text: str) -> str:
+        return render_window(path, text, self.first_line, self.cfg.window_lines)
 
     # --- editor ---------------------------------------------------------------------------------------
 
     def _change(self, path: str, text: str, c: cmds.Edit | cmds.Insert) -> str:
-        self._refuse_read_only(path)
+        if self._is_read_only(path):
+            return f"Error: You cannot edit read-only file {path}"
         try:
             if isinstance(c, cmds.Edit):
                 new, start, old_span = apply_edit(text, c.start, c.end, c.text), c.start, c.end - c.start + 1
@@ -214,60 +270,64 @@ class AgentEnvironment:
                 return self._lint_failure(path, text, new, start, old_span, new_span, added)
         self.sandbox.write_file(path, new.encode("utf-8"))
         self.first_line = first_line_centred(start, len(split_lines(new)), self.cfg.window_lines)
-        return self._window(path, new) + "\n" + _EDIT_DONE
+        return self._window(path, new) + "\n" + EDIT_DONE
 
     def _lint_failure(self, path: str, old: str, new: str, start: int, old_span: int, new_span: int,
                       errors: list[str]) -> str:
         first = max(1, start - 5)
-        rule = "-" * 48
+        rule = "-" * 49
         proposed = render_window(path, new, first, start - first + new_span + 5)
         original = render_window(path, old, first, start - first + old_span + 5)
         listed = "\n".join(f"- {e}" for e in errors)
         return (
-            "Your edit was NOT applied: it would introduce new error(s) in the file.\n\n"
-            f"ERRORS (line numbers as in the edited version):\n{listed}\n\n"
-            f"How the code would look with your edit:\n{rule}\n{proposed}\n{rule}\n\n"
-            f"The code as it is now, unchanged:\n{rule}\n{original}\n{rule}\n\n"
-            "Fix the line range or the replacement text (mind the indentation) and issue the edit again. "
-            "Sending the same edit again gives the same error."
+            "Your proposed edit has introduced new syntax error(s). Please read this error message carefully and "
+            "then retry editing the file.\n\n"
+            f"ERRORS:\n{listed}\n\n"
+            f"This is how your edit would have looked if applied\n{rule}\n{proposed}\n{rule}\n\n"
+            f"This is the original code before your edit\n{rule}\n{original}\n{rule}\n"
+            "Your changes have NOT been applied. Please fix your edit command and try again.\n"
+            "You either need to 1) Specify the correct start/end line arguments or 2) Correct your edit code.\n"
+            "DO NOT re-run the same failed edit command. Running it again will lead to the same error."
         )
 
-    def _refuse_read_only(self, path: str) -> None:
-        if any(path == r or path.startswith(r + "/") for r in self.read_only):
-            raise _Refusal(f"Error: {path} is read-only and cannot be changed. Write your changes in another file.")
+    def _is_read_only(self, path: str) -> bool:
+        return any(path == r or path.startswith(r + "/") for r in self.read_only)
 
     # --- files and searches through the sandbox ------------------------------------------------------
 
-    def _require_open(self, usage: str) -> str:
+    def _require_open(self) -> str:
         if self.open_file is None:
-            raise _Refusal(f"No file is open. Open one first with `open <path>` (usage: {usage.splitlines()[0]}).")
+            raise _Refusal(NO_FILE_OPEN)
         return self.open_file
 
-    def _load(self, path: str) -> str:
-        """The text of a file the viewer may show; _Refusal for directories, missing, huge, binary files."""
+    def _load(self, path: str, shown_as: str | None = None) -> str:
+        """The text of a file the viewer may show; _Refusal (MLGym's texts where it has one) for directories,
+        missing, huge, binary files. `shown_as`: the path as the agent wrote it, which MLGym's messages repeat."""
+        shown = shown_as if shown_as is not None else path
         q = _q(path)
         kind = self._probe(f"if [ -d {q} ]; then echo dir; elif [ -f {q} ]; then wc -c < {q}; else echo missing; fi")
         if kind == "dir":
-            raise _Refusal(f"Error: {path} is a directory. Only files can be opened; list it with `ls {path}`.")
+            raise _Refusal(f"Error: {shown} is a directory. You can only open files. Use cd or ls to navigate "
+                           "directories.")
         if not kind.isdigit():
-            raise _Refusal(f"Error: file {path} not found.")
+            raise _Refusal(f"File {shown} not found")
         if int(kind) > MAX_OPEN_BYTES:
-            raise _Refusal(f"Error: {path} is {int(kind)} bytes, too large for the viewer. "
+            raise _Refusal(f"Error: {shown} is {int(kind)} bytes, too large for the viewer. "
                            "Read parts of it with head, tail or grep.")
         try:
             data = self.sandbox.read_file(path, MAX_OPEN_BYTES)
         except (ConnectionError, TimeoutError):
             raise
         except OSError as e:  # a link out of the workspace, a special file, …: refused, as the agent's own doing
-            raise _Refusal(f"Error: {path} cannot be opened ({e.strerror or e}).") from None
+            raise _Refusal(f"Error: {shown} cannot be opened ({e.strerror or e}).") from None
         if path.lower().endswith(_IMAGE_SUFFIXES) or data.startswith(_IMAGE_MAGIC):
-            raise _Refusal(f"Error: {path} is an image file. This environment cannot show images.")
+            raise _Refusal(f"Error: {shown} is an image file. Current environment does not support image viewing.")
         try:
             if b"\0" in data[:8192]:
                 raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
             return data.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Refusal(f"Error: {path} is a binary file and cannot be shown as text.") from None
+            raise _Refusal(f"Error: {shown} is a binary file and cannot be shown as text.") from None
 
     def _probe(self, script: str) -> str:
         res = self.sandbox.exec(script, self.cfg.command_timeout_s)
@@ -277,75 +337,90 @@ class AgentEnvironment:
         lines = res.output.strip().splitlines()
         return lines[-1].strip() if lines else ""  # the answer is the last line; a runtime may print notices first
 
-    def _search_dir(self, term: str, directory: str) -> str:
-        q = _q(directory)
-        res = self.sandbox.exec(f"test -d {q} || exit 3; grep -rIcF -e {_q(term)} -- {q} 2>/dev/null | grep -v ':0$'; "
-                                "exit 0", self.cfg.command_timeout_s)
-        self._check_search(res, directory)
-        counts = {}
-        for line in res.output.splitlines():
-            path, _, k = line.rpartition(":")
-            if path and k.isdigit():
+    def _search_root(self, usage: str, argv: list[str]) -> tuple[str, str]:
+        """(term, the real path of the directory) of search_dir/find_file; _Refusal with MLGym's texts."""
+        if len(argv) not in (1, 2):
+            raise _Refusal(usage)
+        where = argv[1] if len(argv) == 2 else "./"
+        real = self._probe(f"cd -- {_q(self.cwd)} && if [ -d {_q(where)} ]; then realpath -- {_q(where)}; "
+                           "else echo /dev/null/missing; fi")
+        if real == "/dev/null/missing":
+            raise _Refusal(f"Directory {where} not found")
+        return argv[0], real
+
+    def _run_search(self, script: str) -> str:
+        res = self.sandbox.exec(script, self.cfg.command_timeout_s)
+        if res.timed_out:
+            raise _Refusal(timeout_notice(self.cfg.command_timeout_s, restarted=False).lstrip("\n"))
+        return res.output
+
+    def _search_dir(self, _name: str, argv: list[str]) -> str:
+        term, directory = self._search_root("Usage: search_dir <search_term> [<dir>]", argv)
+        out = self._run_search(f"find {_q(directory)} -type f ! -path '*/.*' -exec grep -nIH -- {_q(term)} {{}} + "
+                               "2>/dev/null | cut -d: -f1 | LC_ALL=C sort | uniq -c")
+        counts: dict[str, int] = {}
+        for line in out.splitlines():
+            k, _, path = line.strip().partition(" ")
+            if k.isdigit() and path:
                 counts[path] = int(k)
         return format_dir_matches(term, directory, counts)
 
-    def _find_file(self, name: str, directory: str) -> str:
-        q = _q(directory)
-        res = self.sandbox.exec(f"test -d {q} || exit 3; find {q} -type f -name {_q(name)} 2>/dev/null; exit 0",
-                                self.cfg.command_timeout_s)
-        self._check_search(res, directory)
-        return format_found_files(name, directory, [p for p in res.output.splitlines() if p])
+    def _search_file(self, _name: str, argv: list[str]) -> str:
+        if not argv or not argv[0]:
+            return "Usage: search_file <search_term> [<file>]"
+        if len(argv) > 1 and argv[1]:
+            real = self._probe(f"cd -- {_q(self.cwd)} && if [ -f {_q(argv[1])} ]; then realpath -- {_q(argv[1])}; "
+                               "else echo /dev/null/missing; fi")
+            if real == "/dev/null/missing":
+                return (f"Usage: search_file <search_term> [<file>]\nError: File name {argv[1]} not found. "
+                        "Please provide a valid file name.")
+        else:
+            real = self._require_open()
+        out = self._run_search(f"grep -n -- {_q(argv[0])} {_q(real)} 2>/dev/null")
+        matches: list[tuple[int, str]] = []
+        for line in out.splitlines():
+            n, sep, text = line.partition(":")
+            if sep and n.isdigit():
+                matches.append((int(n), text))
+        return format_file_matches(argv[0], real, matches)
 
-    def _check_search(self, res: ExecResult, directory: str) -> None:
-        if res.timed_out:
-            raise _Refusal(f"The search was interrupted after {self.cfg.command_timeout_s:g} seconds. "
-                           "Search a smaller directory.")
-        if res.exit_code == 3:
-            raise _Refusal(f"Error: directory {directory} not found.")
+    def _find_file(self, _name: str, argv: list[str]) -> str:
+        name, directory = self._search_root("Usage: find_file <file_name> [<dir>]", argv)
+        out = self._run_search(f"find {_q(directory)} -type f -name {_q(name)} 2>/dev/null")
+        return format_found_files(name, directory, [p for p in out.splitlines() if p])
 
     # --- bash -----------------------------------------------------------------------------------------
 
+    def _session(self) -> Shell:
+        if self._shell is None or not self._shell.alive:
+            if self._shell is not None:
+                log.info("the shell session ended (the agent exited it?); starting a new one")
+            self._shell = self.sandbox.shell(functions=SHELL_FUNCTIONS)
+        return self._shell
+
     def _bash(self, command: str) -> tuple[str, bool]:
-        reason = cmds.refusal(command)
-        if reason is not None:
-            log.debug("refused command %r: %s", command[:80], reason)
-            return reason, False
+        self._scored = []
+        if self.cfg.profile == "synthscale":
+            reason = cmds.refusal(command)
+            if reason is not None:
+                log.debug("refused command %r: %s", command[:80], reason)
+                return reason, False
         if "\0" in command:
             return "The command contains a NUL character, which a shell command cannot hold. Remove it.", False
         timeout_s = cmds.timeout_for(command, self.cfg.command_timeout_s, self.training_timeout_s)
-        cwd, home = _q(self.cwd), _q(self.workdir)
-        script = (
-            f"cd -- {cwd} 2>/dev/null || {{ printf '(the directory %s no longer exists; running in %s)\\n' "
-            f"{cwd} {home}; cd -- {home}; }}; trap 'printf \"\\n{CWD_MARKER}%s\\n\" \"$PWD\"' EXIT\n"
-            f"{command}\n"
-        )
-        res = self.sandbox.exec(script, timeout_s, cwd=self.workdir)
-        output = res.output
-        at = output.rfind("\n" + CWD_MARKER)
-        if at >= 0:
-            new_cwd = output[at + 1 + len(CWD_MARKER):].split("\n", 1)[0].strip()
-            if new_cwd.startswith("/"):
-                self.cwd = new_cwd
-            output = output[:at]
-        output = output.rstrip()
-        if _SPECIAL_NOT_FOUND.search(output):
-            output += ("\n\nNote: open, goto, scroll_up, scroll_down, create, edit, insert, search_file, search_dir, "
-                       "find_file, validate and submit are commands of this environment, not programs: send one of "
-                       "them alone in the code block, not as part of a shell command line.")
+        res = self._session().run(command, timeout_s, on_call=self._on_call)
+        if res.cwd.startswith("/"):
+            self.cwd = res.cwd
+        output = res.output.rstrip()
         if res.output_truncated:
             output += "\n[The command printed more output than the sandbox keeps; the rest was dropped.]"
-        if res.timed_out:
-            note = (f"The command was interrupted: it ran longer than its {timeout_s:g}-second limit. Make it "
-                    "faster (less data, fewer epochs, a smaller model) or split it into shorter steps.")
-            output = f"{output}\n\n{note}" if output else note
-            log.debug("command timed out after %ss: %r", timeout_s, command[:80])
-        if not output.strip():
-            output = EMPTY_OUTPUT if res.exit_code == 0 else _silent_failure(res.exit_code)
+        if res.timed_out or res.session_restarted:
+            output += timeout_notice(timeout_s, restarted=res.session_restarted)
+            log.debug("command timed out after %ss (session restarted: %s): %r", timeout_s, res.session_restarted,
+                      command[:80])
+        if not output.strip() and res.exit_code != 0 and self.cfg.profile == "synthscale":
+            output = f"The command exited with status {res.exit_code} and did not produce any output."
         return output, res.timed_out
-
-
-def _silent_failure(exit_code: int) -> str:
-    return f"The command exited with status {exit_code} and did not produce any output."
 
 
 def _q(path: str) -> str:
@@ -353,5 +428,4 @@ def _q(path: str) -> str:
 
 
 def _name_of(c: cmds.Command) -> str:
-    return {cmds.Goto: "goto", cmds.ScrollUp: "scroll_up", cmds.ScrollDown: "scroll_down", cmds.Edit: "edit",
-            cmds.Insert: "insert"}[type(c)]
+    return {cmds.Edit: "edit", cmds.Insert: "insert"}[type(c)]

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from engine.agent.environment import AgentEnvironment
 from engine.agent.history import build_prompt
+from engine.agent.observation import (
+    EMPTY_OUTPUT, FORMAT_ERROR, SUBMISSION_NOT_FOUND, SUBMITTED, blocked_program, blocklist_message, render_footer,
+    validation_observation,
+)
 from engine.agent.parser import FormatError, parse_response
 from engine.agent.scoring import EpisodeScorer
 from engine.config import AgentConfig, SamplingConfig
 from engine.errors import BudgetExceededError, GradingError, ModelError, SandboxError, TaskError
-from engine.prompting import render
+from engine.prompting import MLGymPrompts, load_mlgym_prompts, render
 from engine.redact import redact
 from engine.protocols import ChatModel, Completion, Message, SampleKey, SamplingParams, Sandbox
 from engine.records import HistoryConfig, ScoreRecord, StepRecord, TrajectoryRecord
@@ -50,13 +56,63 @@ class _Totals:
         self.cost_usd += c.cost_usd
 
 
-def initial_messages(task: TaskSpec, cfg: AgentConfig) -> list[Message]:
+MLGYM_WORKDIR = "/home/agent/workspace"
+"""MLGym's workspace, the directory the step-0 footer names when no sandbox is given."""
+
+
+def mlgym_prompts(cfg: AgentConfig) -> MLGymPrompts | None:
+    """MLGym's prose templates when `cfg.mlgym_config` names an MLGym agent config, else None (our prose)."""
+    if cfg.mlgym_config is None:
+        return None
+    return load_mlgym_prompts(cfg.mlgym_config, {"WINDOW": cfg.window_lines, "OVERLAP": cfg.scroll_overlap})
+
+
+def initial_messages(task: TaskSpec, cfg: AgentConfig, workdir: str = MLGYM_WORKDIR,
+                     prompts: MLGymPrompts | None = None) -> list[Message]:
+    """The system message and the task message, which ends with the step-0 footer as MLGym's does. With
+    `prompts` (MLGym's own templates) they are filled as MLGym fills them; else from prompts/agent/."""
+    prompts = prompts if prompts is not None else mlgym_prompts(cfg)
+    if prompts is not None:
+        values = {**task.config.model_dump(), "description": describe(task),
+                  "training_timeout": int(_training_timeout(task, cfg))}
+        state = {"current_step": 0, "remaining_steps": cfg.max_steps, "open_file": "n/a", "working_dir": workdir}
+        try:
+            return [{"role": "system", "content": prompts.system(values)},
+                    {"role": "user", "content": prompts.task({**values, **state})}]
+        except (KeyError, IndexError, ValueError) as e:
+            raise TaskError(f"{cfg.mlgym_config}: a template placeholder cannot be filled ({e!r}); the MLGym config "
+                            "expects a task field this task does not have") from None
     system = render("agent/system.j2", max_steps=cfg.max_steps, command_timeout_s=cfg.command_timeout_s,
                     training_timeout_s=_training_timeout(task, cfg), window_lines=cfg.window_lines,
-                    max_format_errors=cfg.max_format_errors)
+                    scroll_lines=cfg.window_lines - cfg.scroll_overlap, max_format_errors=cfg.max_format_errors)
     task_text = render("agent/task.j2", task=task.config, description=describe(task),
-                       baseline=task.baseline, artefact=_artefact_hint(task))
-    return [{"role": "system", "content": system}, {"role": "user", "content": task_text}]
+                       extras=cfg.profile == "synthscale", baseline=task.baseline, artefact=_artefact_hint(task),
+                       baseline_code=_baseline_code(task))
+    footer = render_footer(step=0, remaining_steps=cfg.max_steps, open_file=None, cwd=workdir)
+    return [{"role": "system", "content": system}, {"role": "user", "content": task_text.rstrip("\n") + "\n" + footer}]
+
+
+class MLGymScoreText:
+    """The `Scorer` of the mlgym profile: grades through an `EpisodeScorer` and answers with MLGym's texts
+    (validate: artefact, baseline and metrics; submit: "Exited (submit)")."""
+
+    def __init__(self, scorer: EpisodeScorer, workdir: str):
+        self.scorer = scorer
+        self.workdir = workdir
+
+    def score(self, kind: Literal["validate", "submit"], step: int) -> str:
+        record = self.scorer.record(kind, step)
+        if kind == "submit":
+            return SUBMITTED
+        if record.error is None:
+            metrics = record.validation if record.validation is not None else record.test
+            artefact = posixpath.join(self.workdir, record.artefact) if record.artefact else self.workdir
+            return validation_observation(artefact, self.scorer.task.baseline or None, metrics or {})
+        if record.error.startswith("submission_not_found"):
+            return SUBMISSION_NOT_FOUND
+        detail = record.error.removeprefix("evaluation_format_error:").strip()
+        return (f"Failed to decode metrics from evaluation script. Output:\n---\n{detail}\n---\n"
+                "Please make sure the evaluation script prints the metrics in json format.")
 
 
 def run_episode(
@@ -80,14 +136,16 @@ def run_episode(
                               max_observation_chars=cfg.max_observation_chars),
     )
     scorer = EpisodeScorer(task, grader, sandbox)
+    shown_scores = MLGymScoreText(scorer, sandbox.workdir) if cfg.profile == "mlgym" else scorer
     env = AgentEnvironment(sandbox, cfg, training_timeout_s=_training_timeout(task, cfg),
-                           read_only_paths=task.read_only_paths, scorer=scorer)
-    rec.messages = initial_messages(task, cfg)
+                           read_only_paths=task.read_only_paths, scorer=shown_scores)
+    prompts = mlgym_prompts(cfg)
+    rec.messages = initial_messages(task, cfg, sandbox.workdir, prompts)
     totals = _Totals()
     log.info("run %s task %s episode %s: start (model %s, seed %d)", run_id, task.id, ep_id, model.name, seed)
     try:
         deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
-        rec.exit_status = _loop(rec, model, env, scorer, cfg, sampling, totals, deadline, on_step)
+        rec.exit_status = _loop(rec, model, env, scorer, cfg, sampling, totals, deadline, on_step, prompts)
     except (SandboxError, ModelError) as e:
         if isinstance(e, BudgetExceededError):
             rec.exit_status = _autosubmit(scorer, len(rec.steps), "exit_cost")
@@ -95,6 +153,8 @@ def run_episode(
             rec.infra_error = redact(f"{type(e).__name__}: {e}")  # stored and logged: never a credential
             rec.exit_status = "exit_error"
             log.warning("run %s task %s episode %s: infra error: %s", run_id, task.id, ep_id, rec.infra_error)
+    finally:
+        env.close()
     rec.scores = list(scorer.scores)
     rec.submission = next((s.artefact for s in reversed(scorer.scores) if s.artefact), None)
     rec.tokens_sent, rec.tokens_received = totals.tokens_sent, totals.tokens_received
@@ -106,7 +166,7 @@ def run_episode(
 
 def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer: EpisodeScorer,
           cfg: AgentConfig, sampling: SamplingConfig, totals: _Totals, deadline: float | None = None,
-          on_step: Callable[[StepRecord], None] | None = None) -> str:
+          on_step: Callable[[StepRecord], None] | None = None, prompts: MLGymPrompts | None = None) -> str:
     for step in range(cfg.max_steps):
         if totals.cost_usd >= cfg.cost_limit_usd:
             return _autosubmit(scorer, step, "exit_cost")
@@ -115,13 +175,13 @@ def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer
         prompt = build_prompt(rec.messages, cfg.keep_last_observations)
         if estimate_tokens(prompt) > cfg.max_context_tokens:
             return _autosubmit(scorer, step, "exit_context")
-        turn = _ask(model, prompt, rec, step, cfg, sampling, totals)
+        turn = _ask(model, prompt, rec, step, cfg, sampling, totals, prompts)
         if turn is None:
             return _autosubmit(scorer, step, "exit_format")
         completion, parsed, reasks = turn
         t0 = time.monotonic()
         result = env.execute(parsed.action, step)
-        observation = result.observation + "\n" + env.footer(step + 1, cfg.max_steps - step - 1)
+        observation = _observation_message(result.observation, env, step + 1, cfg.max_steps - step - 1, prompts)
         turn_message: Message = {"role": "assistant", "content": completion.text}
         if completion.reasoning:  # kept in the trajectory; build_prompt never sends it back to the model
             turn_message["reasoning_content"] = completion.reasoning
@@ -142,8 +202,9 @@ def _loop(rec: TrajectoryRecord, model: ChatModel, env: AgentEnvironment, scorer
 
 
 def _ask(model: ChatModel, prompt: list[Message], rec: TrajectoryRecord, step: int, cfg: AgentConfig,
-         sampling: SamplingConfig, totals: _Totals):
-    """One model turn, re-asking after format errors; None after `max_format_errors` bad responses in a row."""
+         sampling: SamplingConfig, totals: _Totals, prompts: MLGymPrompts | None = None):
+    """One model turn, re-asking after format errors (and, in the mlgym profile, after a blocked interactive
+    program, as MLGym does: no step is spent); None after `max_format_errors` bad responses in a row."""
     reasks: list[str] = []
     extra: list[Message] = []
     for attempt in range(cfg.max_format_errors):
@@ -155,11 +216,16 @@ def _ask(model: ChatModel, prompt: list[Message], rec: TrajectoryRecord, step: i
         completion = model.complete(prompt + extra, params)
         totals.add(completion)
         try:
-            return completion, parse_response(completion.text), reasks
+            parsed = parse_response(completion.text)
         except FormatError as e:
-            reasks.append(completion.text)
-            extra = [{"role": "assistant", "content": completion.text},
-                     {"role": "user", "content": render("agent/format_error.j2", reason=e.reason)}]
+            reask = _format_error_text(cfg, prompts, e.reason)
+        else:
+            blocked = blocked_program(parsed.action) if cfg.profile == "mlgym" else None
+            if blocked is None:
+                return completion, parsed, reasks
+            reask = blocklist_message(blocked)
+        reasks.append(completion.text)
+        extra = [{"role": "assistant", "content": completion.text}, {"role": "user", "content": reask}]
     rec.steps.append(StepRecord(step=step, response=reasks[-1], thought="", action="", observation="",
                                 format_errors=reasks))
     return None
@@ -181,8 +247,34 @@ def _training_timeout(task: TaskSpec, cfg: AgentConfig) -> float:
     return float(cfg.training_timeout_s or task.config.training_timeout)
 
 
+def _format_error_text(cfg: AgentConfig, prompts: MLGymPrompts | None, reason: str) -> str:
+    if prompts is not None and prompts.format_error_template:
+        return prompts.format_error_template
+    return FORMAT_ERROR if cfg.profile == "mlgym" else render("agent/format_error.j2", reason=reason)
+
+
+def _observation_message(observation: str, env: AgentEnvironment, step: int, remaining: int,
+                         prompts: MLGymPrompts | None) -> str:
+    """The user message after a step: the observation and the footer (MLGym's next-step templates if loaded)."""
+    if prompts is None:
+        return observation + "\n" + env.footer(step, remaining)
+    state = {"current_step": step, "remaining_steps": remaining, "open_file": env.open_file or "n/a",
+             "working_dir": env.cwd}
+    template = prompts.next_step_no_output_template if observation == EMPTY_OUTPUT else prompts.next_step_template
+    return template.format(**{**prompts.env_variables, **state, "observation": observation})
+
+
+def _baseline_code(task: TaskSpec) -> list[str]:
+    """The baseline's own code files: baseline_paths less the evaluation script (which MLGym tasks list there)."""
+    return [p for p in task.config.baseline_paths if p not in task.config.evaluation_paths]
+
 
 def _artefact_hint(task: TaskSpec) -> str | None:
+    """The file the agent hands in, when that is a file it writes. Not for PythonSubmissionTasks: their
+    submission_path is the file the grader reads (MLGym's games read target.py, the opponent), not the one the
+    agent edits, so the task description says which file that is."""
+    if task.config.task_entrypoint == "PythonSubmissionTasks":
+        return None
     try:
         return resolve_artefact(task, [])
     except (TaskError, GradingError):  # ModelSubmission tasks name their artefact only once it exists

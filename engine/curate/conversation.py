@@ -132,12 +132,12 @@ def step_conversations(record: TrajectoryRecord, reasoning: Reasoning) -> list[C
     ...               {"role": "user", "content": "o3"}])
     >>> c = step_conversations(rec, "keep")[2]
     >>> c.sample_id, [m["content"] for m in c.messages], c.supervised, c.messages[-1]["reasoning_content"]
-    ('e/2', ['S', 'T', 'A1', 'Old environment output: (1 line omitted)', 'A2', 'o2', 'A3'], [6], 'R3')
+    ('e/2', ['S', 'T', 'A1', 'Old output omitted (1 lines)', 'A2', 'o2', 'A3'], [6], 'R3')
     """
     keep = record.history.keep_last_observations
     out = []
     for step, i in enumerate(_turn_indices(record.messages)):
-        prompt = build_prompt(record.messages[:i], keep)
+        prompt = build_prompt(record.messages[:i], keep, record.history.omitted_note)
         out.append(Conversation(sample_id=f"{record.episode_id}/{step}", episode_id=record.episode_id,
                                 task_id=record.task_id, step=step,
                                 messages=[*prompt, training_turn(record.messages[i], reasoning)],

@@ -332,8 +332,9 @@ class DockerSandbox:
 
     def shell(self, functions: Sequence[str] = ()) -> ShellSession:
         """A persistent bash as the sandbox user in the workspace (`engine.sandbox.session`) over one `docker exec`
-        with stdin attached, spared by other commands' clean-up; `reset` and `close` end it. On a timeout every
-        process of the sandbox's uids but the shell itself dies, background jobs of earlier commands included."""
+        with stdin attached, spared by other commands' clean-up; `reset` and `close` end it. Its background jobs live
+        on between commands (MLGym's); a process that left it dies after each command (`session.REAP_FUNCTION`). On
+        a timeout every process of the sandbox's uids but the shell itself dies, background jobs included."""
         self._check_open()
         env = [f"{k}={v}" for k, v in minimal_env(SYSTEM_PATH).items()]
         umask = f"{umask_of(self.uid, self.uid, self.cfg.uid):03o}"
@@ -354,7 +355,7 @@ class DockerSandbox:
             self._root('kill -KILL "$1"', str(shell_pid))
 
         session = ShellSession(start, interrupt, functions, self.cfg.max_output_bytes, f"umask {umask}", WORKDIR,
-                               name=f"container {self.container.short_id} shell", kill=kill)
+                               name=f"container {self.container.short_id} shell", kill=kill, reap_orphans=True)
         self._sessions = [s for s in self._sessions if s.alive] + [session]
         return session
 

@@ -255,8 +255,10 @@ class LocalSandbox:
     def shell(self, functions: Sequence[str] = ()) -> ShellSession:
         """A persistent bash as the sandbox user in the workspace (`engine.sandbox.session`), started like a
         command (same namespaces, cgroup, uid, seccomp filter, limits line) and spared by other commands' clean-up;
-        `reset` and `close` end it. On a timeout every process of the sandbox user but the shell itself dies,
-        background jobs of earlier commands included."""
+        `reset` and `close` end it. Its background jobs live on between commands (MLGym's); a process that left it
+        (a detached daemon, a fork bomb's orphans) dies after each command (`session.REAP_FUNCTION`, as root only:
+        its own pid namespace). On a timeout every process of the sandbox user but the shell itself dies, background
+        jobs of earlier commands included."""
         self._check_open()
 
         def start() -> PipeChannel:
@@ -265,7 +267,8 @@ class LocalSandbox:
                 return start_bash(argv, env=self._env, cwd=self._cwd, pass_fds=fds, popen=self._popen)
 
         session = ShellSession(start, self._interrupt_shell, functions, self.cfg.max_output_bytes,
-                               self._entry.limits[self.uid], self.workdir, name=f"sandbox {self._base.name} shell")
+                               self._entry.limits[self.uid], self.workdir, name=f"sandbox {self._base.name} shell",
+                               reap_orphans=self.mode == "root")  # its own pid namespace only
         self._sessions = [s for s in self._sessions if s.alive] + [session]
         return session
 

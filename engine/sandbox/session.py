@@ -91,9 +91,24 @@ def escape_reply(text: str) -> bytes:
             .encode("utf-8", "surrogateescape"))
 
 
-def init_script(functions: Sequence[str], secret: str, prelude: str, workdir: str) -> str:
+REAP_FUNCTION = (
+    "__ss_reap() { local d s r p q n k=1 i=0; local -A par; "
+    "while [ \"$k\" = 1 ] && [ \"$i\" -lt 20 ]; do k=0; i=$((i+1)); par=(); "
+    "for d in /proc/[0-9]*; do read -r s < \"$d/stat\" 2>/dev/null || continue; r=${s##*) }; r=${r#* }; "
+    "par[${d#/proc/}]=${r%% *}; done; "
+    "for p in \"${!par[@]}\"; do [ \"$p\" -gt 1 ] || continue; q=$p; n=0; "
+    "while [ -n \"$q\" ] && [ \"$q\" != \"$$\" ] && [ \"$q\" -gt 1 ] && [ \"$n\" -lt 64 ]; do q=${par[$q]}; n=$((n+1)); done; "
+    "[ \"$q\" = \"$$\" ] || { kill -KILL \"$p\" 2>/dev/null && k=1; }; done; done; }; "
+)
+"""Bash builtins only (it must work when the agent has used up its process limit): SIGKILL, pass after pass while
+any is found (a fork bomb forks on), every process this shell may signal that does not descend from it — a detached daemon, a fork bomb's orphans — sparing pid 1. Only
+for a shell in its own pid namespace (outside one it would signal the host's processes of the same user)."""
+
+
+def init_script(functions: Sequence[str], secret: str, prelude: str, workdir: str, reap: bool = False) -> str:
     """The session's first line: protocol fds, `prelude` (the runtime's limits and umask), the working directory,
-    the host functions; it ends with an end marker whose status field is the shell's own pid ($$)."""
+    the host functions (and `REAP_FUNCTION` with `reap`); it ends with an end marker whose status field is the
+    shell's own pid ($$)."""
     for name in functions:
         if not FUNCTION_NAME.fullmatch(name):
             raise ValueError(f"shell function name {name!r}: use letters, digits and _ (not first a digit)")
@@ -106,17 +121,17 @@ def init_script(functions: Sequence[str], secret: str, prelude: str, workdir: st
     )
     defs = "".join(f'{name}() {{ __ss_call {name} "$@"; }}; ' for name in functions)
     return (f"exec {IN_FD}<&0 {OUT_FD}>&1 2>&1; {prelude or 'true'}; cd -- {ansi_c_quote(workdir)}; "
-            f"__ss_head=$(command -v head); {call}{defs}"
+            f"__ss_head=$(command -v head); {call}{defs}{REAP_FUNCTION if reap else ''}"
             f"printf '\\036END-%s %d %s\\036\\n' init \"$$\" \"$PWD\" >&{OUT_FD}\n")
 
 
-def command_line(command: str, nonce: str) -> bytes:
+def command_line(command: str, nonce: str, reap: bool = False) -> bytes:
     """The line that runs `command` in the shell and then prints its end marker. The one-pass loop around the
     `eval` is what an interrupt breaks out of (`INTERRUPT_SIGNAL`'s trap, re-armed every command), at top level,
-    so that `declare` still makes globals."""
+    so that `declare` still makes globals. With `reap`, processes that left the session die before the marker."""
     return (f"trap '[ -n \"$__ss_busy\" ] && break 100' {INTERRUPT_SIGNAL}; "
             f"for __ss_once in 1; do __ss_busy=1; eval {ansi_c_quote(command)}; done </dev/null >&{OUT_FD} 2>&1; "
-            f"__ss_rc=$?; __ss_busy=; printf '\\036END-%s %d %s\\036\\n' {nonce} \"$__ss_rc\" \"$PWD\" >&{OUT_FD}\n"
+            f"__ss_rc=$?; __ss_busy=; {'__ss_reap; ' if reap else ''}printf '\\036END-%s %d %s\\036\\n' {nonce} \"$__ss_rc\" \"$PWD\" >&{OUT_FD}\n"
             ).encode()
 
 
@@ -132,8 +147,11 @@ class ShellSession:
     def __init__(self, start: Callable[[], Channel], interrupt: Callable[[Channel, int], None],
                  functions: Sequence[str], max_output_bytes: int, prelude: str, workdir: str,
                  name: str = "shell", grace_s: float = GRACE_S,
-                 kill: Callable[[Channel, int], None] | None = None) -> None:
-        """`kill(channel, shell_pid)`: end a stuck shell, where closing its channel does not (Docker's)."""
+                 kill: Callable[[Channel, int], None] | None = None, reap_orphans: bool = False) -> None:
+        """`kill(channel, shell_pid)`: end a stuck shell, where closing its channel does not (Docker's).
+        `reap_orphans` (a shell in its own pid namespace only): after each command, kill what left the session
+        (`REAP_FUNCTION`); its background jobs live on, as in MLGym."""
+        self.reap_orphans = reap_orphans
         self._start, self._interrupt, self.grace_s, self._kill = start, interrupt, grace_s, kill
         self.functions, self.max_output_bytes = tuple(functions), max_output_bytes
         self._prelude, self.workdir, self.name = prelude, workdir, name
@@ -154,7 +172,8 @@ class ShellSession:
         self._pending.clear()
         buf = OutputBuffer(64_000)
         try:
-            self.channel.send(init_script(self.functions, self._secret, self._prelude, self.workdir).encode())
+            self.channel.send(init_script(self.functions, self._secret, self._prelude, self.workdir,
+                                          self.reap_orphans).encode())
             end = self._until_end("init", buf, time.monotonic() + START_TIMEOUT_S, None)
         except (OSError, _Ended) as e:
             end = None
@@ -210,7 +229,7 @@ class ShellSession:
         start = time.monotonic()
         timed_out = restarted = False
         try:
-            self.channel.send(command_line(command, nonce))
+            self.channel.send(command_line(command, nonce, self.reap_orphans))
             end = self._until_end(nonce, buf, start + timeout_s, on_call)
             if end is None:
                 timed_out = True

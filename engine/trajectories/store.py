@@ -135,6 +135,8 @@ def _row_to_record(row: dict) -> TrajectoryRecord:
                 row[name] = json.loads(row[name])
             except (TypeError, json.JSONDecodeError) as e:
                 raise ArtifactError(f"episode {row.get('episode_id')}: column '{name}' is not a JSON object ({e})") from None
+    if isinstance(row.get("history"), dict):  # stored before the note's wording was recorded: the old wording
+        row["history"].setdefault("omitted_note", "synthscale-v1")
     if "baseline" in row:
         row["baseline"] = dict(row["baseline"])
     for score in row.get("scores") or []:

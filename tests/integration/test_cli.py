@@ -32,8 +32,9 @@ def test_episode_writes_trajectories_resumes_and_shows_them(tmp_path: Path) -> N
     records = read_trajectories(str(out))
     assert len(records) == 2 and len({r.episode_id for r in records}) == 2
     trajs = sorted((out / "rollouts" / "traj").rglob("*.traj"))
-    assert [p.parent.name for p in trajs] == ["synthscale-heuristic__wine-classification__run_0",
-                                              "synthscale-heuristic__wine-classification__run_1"]
+    assert [p.parent.name for p in trajs] == [  # MLGym's folder names: sampling (t 1 by default, p unset: 1), cost limit
+        f"synthscale-heuristic__wine-classification__default__t-1.00__p-1.00__c-4.00__install-0__parallel_agents_run_{n}"
+        for n in (0, 1)]
     assert (trajs[0].parent / "results.json").is_file()
 
     code, text = _run("episode", "--task", WINE, "-n", "2", "--out", out)  # all stored: nothing re-run

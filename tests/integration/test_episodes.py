@@ -170,9 +170,10 @@ def test_hostile_and_broken_commands_are_contained_and_recorded(guarded_task: Pa
     finally:
         del os.environ["SYNTHSCALE_EPISODE_SECRET"]
         listener.close()
-    obs = [s.observation for s in rec.steps]
-    assert rec.infra_error is None and len(rec.steps) == len(replies)
-    assert "vim" in obs[0] and "not" in obs[0].lower()
+    # vim is blocked as MLGym blocks it: re-asked, no step spent (the reply is kept as the next step's format error)
+    assert rec.infra_error is None and len(rec.steps) == len(replies) - 1
+    assert rec.steps[0].format_errors == [replies[0]]
+    obs = [None] + [s.observation for s in rec.steps]  # obs[i]: what reply i got
     assert "5" in obs[1] and ("interrupt" in obs[1].lower() or "timed out" in obs[1].lower())
     assert len(obs[2]) <= 5000 and "truncated" in obs[2]
     assert "abc\ufffd\ufffddef" in obs[3]

@@ -138,13 +138,15 @@ def test_a_broken_submission_is_the_agents_error_and_costs_the_driver_nothing(ru
     assert _rss_mb() - before < 200  # nothing read the link's endless target into the driver
 
 
-def test_a_background_loop_cannot_change_the_submission_after_its_command(runtime):
+def test_a_background_loop_runs_on_with_its_session_and_the_grade_is_of_what_the_file_holds(runtime):
+    # MLGym's session keeps background jobs between commands (the reset ends them:
+    # test_nothing_of_an_episode_survives_the_reset); grading copies the artefact out once and grades that copy
     loop = "setsid sh -c 'while :; do echo id,label > submission.csv; sleep 0.05; done' >/dev/null 2>&1 &"
     rec = _play(runtime, WINE, [f"python baseline.py; {loop} sleep 0.3", "python baseline.py",
                                 "sleep 1; wc -l < submission.csv", "submit"])
     _check(rec, WINE)
-    assert int(rec.steps[2].observation.split()[0]) > 1  # the loop is gone: the real predictions stayed
-    assert rec.scores[-1].ok, rec.scores[-1]
+    assert int(rec.steps[2].observation.split()[0]) == 1  # the loop ran on and overwrote the predictions
+    assert not rec.scores[-1].ok, rec.scores[-1]  # a header and no rows: the agent's own doing, no score
 
 
 def test_a_workspace_module_cannot_replace_what_an_mlgym_grader_imports(runtime, tmp_path):
@@ -164,13 +166,15 @@ def test_a_workspace_module_cannot_replace_what_an_mlgym_grader_imports(runtime,
     ("python -c \"import urllib.request; urllib.request.urlopen('http://1.1.1.1', timeout=3)\"; echo rc=$?",
      "echo alive"),  # egress
     ("echo x > /etc/owned; echo x > /usr/owned; echo x > /owned; ls /etc/owned", "echo alive"),  # outside
-    ("sleep 1000 & echo started", "pgrep -u \"$(id -u)\" -x sleep || echo none-left"),  # processes left behind
+    # a background job lives on with its session, as in MLGym (the reset ends it)
+    ("sleep 1000 & echo started", "pgrep -u \"$(id -u)\" -x sleep >/dev/null && echo alive"),
 ])
 def test_attacks_the_sandbox_holds_leave_the_episode_the_agents_own(runtime, attack, then):
     before = _rss_mb()
     rec = _play(runtime, WINE, [attack, then, "submit"])
     _check(rec, WINE)
-    assert rec.steps[1].observation.strip().splitlines()[0] in ("alive", "none-left"), rec.steps[1].observation
+    # a fork bomb's orphans left the session: they die after its command (the session's own jobs live on)
+    assert rec.steps[1].observation.strip().splitlines()[0] == "alive", rec.steps[1].observation
     assert _rss_mb() - before < 200  # the huge output was capped as it was read
 
 

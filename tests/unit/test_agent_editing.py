@@ -88,8 +88,9 @@ def test_render_window_clamps_past_the_end() -> None:
 
 
 def test_window_positions() -> None:
-    # open/goto: the line sits a sixth of the way down (window 100 → 16 lines above it)
-    assert first_line_showing(50, total_lines=1000, window_lines=100) == 34
+    # open/goto: the line sits a sixth of the way down (window 100 → 15 lines above it, as in MLGym)
+    assert first_line_showing(50, total_lines=1000, window_lines=100) == 35
+    assert first_line_showing(500, total_lines=5000, window_lines=1000) == 335
     assert first_line_showing(10, total_lines=1000, window_lines=100) == 1
     assert first_line_showing(990, total_lines=1000, window_lines=100) == 901
     assert first_line_showing(5, total_lines=20, window_lines=100) == 1
@@ -116,7 +117,7 @@ def test_search_in_text_and_its_format() -> None:
     )
     assert format_file_matches("zz", "/w/a.py", []) == 'No matches found for "zz" in /w/a.py'
     assert format_file_matches("x", "/f", [(i, "x") for i in range(1, 4)], limit=2) == (
-        'More than 2 lines matched "x" in /f. Narrow your search.'
+        'More than 3 lines matched for "x" in /f. Please narrow your search.'
     )
 
 
@@ -126,5 +127,5 @@ def test_dir_and_find_formats() -> None:
     )
     assert format_dir_matches("lr", "/w", {}) == 'No matches found for "lr" in /w'
     assert format_found_files("*.py", "/w", ["/w/z.py", "/w/a.py"]) == (
-        'Found 2 matches for "*.py" in /w:\n/w/a.py\n/w/z.py'
+        'Found 2 matches for "*.py" in /w:\n/w/z.py\n/w/a.py'
     )

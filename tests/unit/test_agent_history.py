@@ -26,9 +26,9 @@ def test_keep_last_five_of_eight_observations() -> None:
     prompt = build_prompt(msgs, keep_last_observations=5)
     assert [m["content"] for m in prompt] == [
         "SYSTEM", "TASK\nline 2",
-        "A1", "Old environment output: (1 line omitted)",
-        "A2", "Old environment output: (2 lines omitted)",
-        "A3", "Old environment output: (3 lines omitted)",
+        "A1", "Old output omitted (1 lines)",
+        "A2", "Old output omitted (2 lines)",
+        "A3", "Old output omitted (3 lines)",
         "A4", "o4.0\no4.1\no4.2\no4.3",
         "A5", "o5.0\no5.1\no5.2\no5.3\no5.4",
         "A6", "\n".join(f"o6.{j}" for j in range(6)),
@@ -47,8 +47,8 @@ def test_fewer_observations_than_k_and_a_pending_assistant_turn() -> None:
 
 
 def test_omitted_note_counts_lines() -> None:
-    assert omitted_note("") == "Old environment output: (0 lines omitted)"
-    assert omitted_note("a\nb\n") == "Old environment output: (2 lines omitted)"
+    assert omitted_note("") == "Old output omitted (0 lines)"
+    assert omitted_note("a\nb\n") == "Old output omitted (2 lines)"
 
 
 def test_reasoning_stays_in_the_messages_but_not_in_the_prompt() -> None:

@@ -58,10 +58,14 @@ def test_step_unit_rebuilds_each_prompt_as_the_agent_saw_it():
     assert convs[0].messages == [MESSAGES[0], MESSAGES[1], {"role": "assistant", "content": "A0", "reasoning_content": "R0"}]
     assert convs[2].messages == [
         {"role": "system", "content": "S"}, {"role": "user", "content": "T"},
-        {"role": "assistant", "content": "A0"}, {"role": "user", "content": "Old environment output: (2 lines omitted)"},
+        {"role": "assistant", "content": "A0"}, {"role": "user", "content": "Old output omitted (2 lines)"},
         {"role": "assistant", "content": "A1"}, {"role": "user", "content": "o1"},
         {"role": "assistant", "content": "A2", "reasoning_content": "R2"},
     ]
+    # an episode recorded with the earlier note's wording rebuilds with it
+    old = step_conversations(record().model_copy(update={"history": record().history.model_copy(
+        update={"omitted_note": "synthscale-v1"})}), "keep")
+    assert old[2].messages[3] == {"role": "user", "content": "Old environment output: (2 lines omitted)"}
     for c, i in zip(convs, [2, 4, 6]):  # the same function the agent's loop calls, with the record's settings
         assert c.messages[:-1] == build_prompt(MESSAGES[:i], keep_last_observations=1)
 

@@ -23,7 +23,7 @@ def test_default_renderer_is_built_once() -> None:
 
 def test_system_prompt_states_format_commands_and_limits() -> None:
     text = render("agent/system.j2", max_steps=50, command_timeout_s=25.0, training_timeout_s=1800.0,
-                  window_lines=100)
+                  window_lines=100, scroll_lines=98)
     assert "Exactly ONE fenced code block that holds exactly ONE command." in text
     for signature in ('open "<path>" [<line_number>]', "goto <line_number>", "scroll_up", "scroll_down",
                       "create <filename>", "edit <start_line>:<end_line>\n<replacement lines>\nend_of_edit",
@@ -43,7 +43,8 @@ def _task(**kw: object) -> TaskConfig:
 
 def test_task_prompt_with_baseline_and_artefact() -> None:
     text = render("agent/task.j2", task=_task(baseline_paths=["baseline.py"]), description="Classify irises.\n",
-                  baseline={"accuracy": 0.81, "f1": 0.8}, artefact="submission.csv")
+                  baseline={"accuracy": 0.81, "f1": 0.8}, artefact="submission.csv", extras=True,
+                  baseline_code=["baseline.py"])
     assert text.startswith("TASK\nClassify irises.\n\nWHAT YOU HAND IN\nYour submission is the file `submission.csv`")
     assert "The primary metric is `accuracy`; higher is better." in text
     assert "The baseline solution scores accuracy = 0.81, f1 = 0.8.\n" in text
@@ -54,7 +55,7 @@ def test_task_prompt_with_baseline_and_artefact() -> None:
 def test_task_prompt_without_baseline_with_listing() -> None:
     text = render("agent/task.j2", task=_task(direction="min", task_entrypoint="ModelSubmissionTasks"),
                   description="Fly.", baseline={}, artefact=None, workspace_listing="a.py\ndata/",
-                  workdir="/home/agent/workspace")
+                  workdir="/home/agent/workspace", extras=True, baseline_code=[])
     assert "the first `*.yaml` file in the workspace" in text
     assert "lower is better" in text
     assert "This task publishes no baseline score" in text

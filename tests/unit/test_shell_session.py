@@ -93,7 +93,7 @@ def test_timeout_kills_the_command_and_keeps_the_state(sb, tmp_path):
     r = sh.run("echo start; sleep 60 & sleep 60; echo finished", 0.5)
     assert r.timed_out and r.exit_code == 137 and not r.session_restarted
     assert "start" in r.output and "finished" not in r.output
-    r = sh.run("echo $A $PWD; pgrep -P $$ -x sleep | wc -l", 5)
+    r = sh.run("echo $A $PWD; pgrep -r RSD -P $$ -x sleep | wc -l", 5)  # killed; maybe a zombie not yet reaped
     assert r.output == "1 /tmp\n0\n"
     r = sh.run("for i in 1 2 3 4 5 6 7 8; do sleep 0.3; done; echo after", 0.5)
     assert r.timed_out and "after" not in r.output
@@ -198,3 +198,21 @@ def test_concurrent_sessions(tmp_path):
     assert results == {0: "0\n" * 5, 1: "1\n" * 5}
     for s in sandboxes:
         s.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/unshare").exists(), reason="needs root for a pid namespace")
+def test_a_session_in_its_own_pid_namespace_reaps_what_left_it_and_keeps_its_jobs(tmp_path):
+    from engine.sandbox.session import ShellSession, kill_tree, start_bash
+
+    def start():  # sh stays pid 1 of the namespace, as a sandbox's init does; the session's bash is its child
+        return start_bash(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", "bash --noprofile --norc; :"],
+                          env={"PATH": "/usr/bin:/bin"}, cwd=str(tmp_path))
+
+    session = ShellSession(start, lambda ch, pid: kill_tree(ch.proc.pid, keep=[]), (), 100_000, "", str(tmp_path),
+                           reap_orphans=True)
+    try:
+        session.run("sleep 101 & (sleep 102 &) ; setsid sleep 103 & echo started", 5)
+        left = session.run("pgrep -a sleep | awk '{print $3}' | sort", 5).output.split()
+        assert left == ["101", "103"]  # the orphan of the subshell is gone; the session's own jobs live on (MLGym)
+    finally:
+        session.close()

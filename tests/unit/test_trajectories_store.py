@@ -58,7 +58,7 @@ def full_record(episode_id: str = "ep-1", infra_error: str | None = "sandbox los
         model="Qwen/Qwen3-8B", policy="mlgym-agent",
         sampling={"temperature": 1.0, "top_p": 0.95, "max_tokens": 4096, "reasoning_effort": "low", "seed": None,
                   "one_as_int": 1},
-        history=HistoryConfig(keep_last_observations=3, max_observation_chars=1234),
+        history=HistoryConfig(keep_last_observations=3, max_observation_chars=1234, omitted_note="synthscale-v1"),
         messages=[{"role": "system", "content": "Ты агент ✓"}, {"role": "user", "content": ""},
                   {"role": "assistant", "content": "DISCUSSION\nlook 👀\n```\nls\n```",
                    "reasoning_content": "hidden chain ∑"},
@@ -351,7 +351,8 @@ def _expected_v1_a() -> TrajectoryRecord:
                 {"role": "user", "content": "out 2"}]
     return TrajectoryRecord(
         schema_version=2, run_id="r", task_id="t", task_hash="h", episode_id="v1-a", seed=3, model="m", policy="p",
-        sampling={"temperature": 1.0}, history=HistoryConfig(), messages=messages, steps=steps,
+        sampling={"temperature": 1.0}, history=HistoryConfig(omitted_note="synthscale-v1"),  # v1 episodes saw the old note
+        messages=messages, steps=steps,
         scores=[ScoreRecord(step=4, kind="autosubmit", validation={"acc": 0.5}, metric="acc", direction="max")],
         baseline={"acc": 0.25}, metric="acc", direction="max", exit_status="autosubmission (exit_format)",
         tokens_sent=30, tokens_received=15, api_calls=3, cost_usd=0.03, wall_time_s=9.0, started_at=5.0)
@@ -510,3 +511,25 @@ def test_a_shard_of_another_schema_is_refused_not_set_aside(tmp_path):
     with pytest.raises(ArtifactError, match="not a synthscale trajectory shard"):
         read_trajectory_table(tmp_path)
     assert shard.exists() and not (_shard_dir(tmp_path) / "corrupt").exists()
+
+
+def test_records_stored_before_the_note_wording_was_recorded_rebuild_their_old_prompts(tmp_path):
+    # a v2 row whose history JSON lacks omitted_note: its episodes saw the old elision note
+    import json as _json
+
+    from engine.agent.history import build_prompt
+    from engine.trajectories.store import records_to_table, table_to_records
+
+    rec = full_record("old", history=HistoryConfig(keep_last_observations=3))
+    table = records_to_table([rec])
+    history = _json.loads(table.column("history")[0].as_py())
+    history.pop("omitted_note")
+    table = table.set_column(table.schema.get_field_index("history"), "history",
+                             pa.array([_json.dumps(history)], pa.string()))
+    [back] = table_to_records(table)
+    assert back.history.omitted_note == "synthscale-v1"
+    assert table_to_records(records_to_table([rec]))[0].history.omitted_note == "mlgym"
+    msgs = [{"role": "system", "content": "S"}, {"role": "user", "content": "T"}, {"role": "assistant", "content": "A"},
+            {"role": "user", "content": "o"}, {"role": "assistant", "content": "B"}, {"role": "user", "content": "p"}]
+    assert build_prompt(msgs, 1, back.history.omitted_note)[3]["content"] == "Old environment output: (1 line omitted)"
+    assert build_prompt(msgs, 1)[3]["content"] == "Old output omitted (1 lines)"
