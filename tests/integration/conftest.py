@@ -1,4 +1,5 @@
-"""Fixtures the integration tests share: one local Ray instance per test module that asks for it.
+"""Fixtures the integration tests share: one local Ray instance per test module that asks for it; the sandbox
+runtimes' harness (a module-scoped fixture over both runtimes, skipping one this host lacks) and a task folder.
 
 A module sets its shape with `RAY_RESOURCES = {"num_cpus": 4, "num_gpus": 4}` (default: 2 CPUs, no GPUs) and,
 where its workers need settings in their environment (S3 credentials of a loopback server, say), overrides
@@ -14,6 +15,32 @@ import time
 
 import pytest
 import ray
+
+try:
+    from tests.integration import sandbox_fixtures as fx
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    import sandbox_fixtures as fx
+
+RUNTIMES = [pytest.param("local", marks=pytest.mark.bwrap, id="local"),
+            pytest.param("docker", marks=pytest.mark.docker, id="docker")]
+
+
+@pytest.fixture(scope="module", params=RUNTIMES)
+def harness(request):
+    """One runtime's test harness (`sandbox_fixtures.HARNESSES`); the tests using it run on each runtime."""
+    harness = fx.HARNESSES[request.param]
+    problem = harness.problem()
+    if problem is not None:
+        pytest.skip(problem)
+    return harness
+
+
+@pytest.fixture(scope="module")
+def task_dir():
+    """A small task folder (`sandbox_fixtures.make_task_dir`), removed after the module."""
+    root = fx.make_task_dir()
+    yield root
+    fx.remove_task_dir(root)
 
 DEFAULT_RESOURCES = {"num_cpus": 2}
 

@@ -28,13 +28,6 @@ def docker_config(**overrides: object) -> SandboxConfig:
 
 
 @pytest.fixture(scope="module")
-def task_dir():
-    root = fx.make_task_dir()
-    yield root
-    fx.remove_task_dir(root)
-
-
-@pytest.fixture(scope="module")
 def sandbox(task_dir):
     if PROBLEM is not None:
         pytest.skip(PROBLEM)

@@ -27,13 +27,6 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts and cgroups ne
 pytestmark = [pytest.mark.bwrap]
 
 
-@pytest.fixture(scope="module")
-def task_dir():
-    root = fx.make_task_dir()
-    yield root
-    fx.remove_task_dir(root)
-
-
 @needs_bwrap
 @needs_root
 def test_host_side_reads_leave_no_descriptor_in_the_workspace(task_dir):

@@ -18,26 +18,6 @@ try:
 except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
     import sandbox_fixtures as fx
 
-RUNTIMES = [pytest.param("local", marks=pytest.mark.bwrap, id="local"),
-            pytest.param("docker", marks=pytest.mark.docker, id="docker")]
-
-
-@pytest.fixture(scope="module", params=RUNTIMES)
-def harness(request):
-    harness = fx.HARNESSES[request.param]
-    problem = harness.problem()
-    if problem is not None:
-        pytest.skip(problem)
-    return harness
-
-
-@pytest.fixture(scope="module")
-def task_dir():
-    root = fx.make_task_dir()
-    yield root
-    fx.remove_task_dir(root)
-
-
 @pytest.fixture(scope="module")
 def runtime(harness):
     runtime = harness.runtime("it-shell")
